@@ -1,0 +1,11 @@
+//! Symphony: an orchestrator for AI workflows.
+//!
+//! A workflow is a YAML file ([`wdl`]); every run and every task attempt is a
+//! supervised actor ([`engine`]); attempts run on [`executor`]s; durable runs
+//! keep their journal in [`store`].
+
+#![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+
+pub mod executor;
+pub mod value;
+pub mod wdl;
