@@ -6,6 +6,8 @@
 
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
+pub mod engine;
 pub mod executor;
+pub mod store;
 pub mod value;
 pub mod wdl;

@@ -1,0 +1,112 @@
+//! One task attempt: an actor spawned linked under its run actor.
+//!
+//! It waits for a place in the node's executor pool, runs the executor, and
+//! reports the result to its run. Stopping it (the run kills it on timeout or
+//! cancellation) drops the executor's future, which kills a subprocess. A
+//! panicking executor becomes a failed attempt of class `panic`.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::FutureExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::Semaphore;
+
+use super::event::TaskKey;
+use super::run::RunMsg;
+use crate::executor::{AttemptContext, Executor, TaskError};
+use crate::value::Value;
+
+/// Messages of [`TaskAttempt`].
+#[derive(Debug)]
+pub enum AttemptMsg {
+    /// Run the attempt (sent to itself on start).
+    Run,
+}
+
+/// What an attempt needs to run.
+#[derive(Debug)]
+pub struct AttemptArgs {
+    /// Which task or item.
+    pub key: TaskKey,
+    /// Identity handed to the executor.
+    pub ctx: AttemptContext,
+    /// The executor for the task's `uses`.
+    pub executor: Arc<dyn Executor>,
+    /// Metric label: the task's `uses`.
+    pub uses: Arc<str>,
+    /// The rendered `with`.
+    pub input: Value,
+    /// The node's executor pool.
+    pub pool: Arc<Semaphore>,
+    /// Where the result goes.
+    pub run: ActorRef<RunMsg>,
+}
+
+/// The attempt actor. Holds no data; its state is its arguments.
+#[derive(Debug)]
+pub struct TaskAttempt;
+
+impl Actor for TaskAttempt {
+    type Msg = AttemptMsg;
+    type State = Option<AttemptArgs>;
+    type Arguments = AttemptArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: AttemptArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        // Work happens in a handler, not here: only handlers can be
+        // interrupted by `kill`.
+        myself.send_message(AttemptMsg::Run)?;
+        Ok(Some(args))
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        AttemptMsg::Run: AttemptMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(mut args) = state.take() else {
+            return Ok(());
+        };
+        let result = run_attempt(&mut args).await;
+        let _ = args.run.cast(RunMsg::AttemptFinished {
+            key: args.key,
+            attempt: args.ctx.attempt,
+            result,
+        });
+        myself.stop(None);
+        Ok(())
+    }
+}
+
+async fn run_attempt(args: &mut AttemptArgs) -> Result<Value, TaskError> {
+    let _permit = args
+        .pool
+        .acquire()
+        .await
+        .map_err(|_| TaskError::retryable("shutdown", "the executor pool is closed"))?;
+    let started = Instant::now();
+    let input = std::mem::take(&mut args.input);
+    let result = AssertUnwindSafe(args.executor.execute(&args.ctx, input))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(TaskError::fatal("panic", panic_text(&panic))));
+    metrics::histogram!("symphony_attempt_duration_seconds", "executor" => args.uses.clone())
+        .record(started.elapsed());
+    result
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    format!("executor panicked: {text}")
+}

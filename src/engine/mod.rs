@@ -1,0 +1,566 @@
+//! The orchestration engine: runs compiled workflows as supervised actors.
+//!
+//! ```text
+//! EngineSupervisor                 restarts a crashed durable run from its journal
+//!   ├── RunActor  (run A)          owns RunState, the journal order, timers
+//!   │     ├── TaskAttempt (A/t1#1) runs one executor call in the node's pool
+//!   │     └── TaskAttempt (A/t2/0#2)
+//!   └── RunActor  (run B)
+//! ```
+//!
+//! The pure core is [`state::RunState`]; the actors only carry out its
+//! actions. The engine never names the storage engine: it talks to
+//! [`RunStore`]. Callers hold an [`Engine`] and [`RunHandle`]s, never raw
+//! actor messages.
+
+pub mod attempt;
+pub mod event;
+pub mod retry;
+pub mod run;
+pub mod state;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::sync::{Semaphore, broadcast, watch};
+use tracing::{error, warn};
+
+pub use self::event::{JournalEvent, SubmittedSource, TaskKey};
+pub use self::state::{Progress, RunConfig, TaskReport, TaskStatus};
+use self::run::{RunActor, RunArgs, RunMode, RunMsg};
+use crate::executor::Executors;
+use crate::store::{MemoryStore, RunStatus, RunStore, StoreError};
+use crate::value::{Map, Value};
+use crate::wdl::{Durability, Workflow};
+
+/// Compiles a journaled source back into a workflow (on resume).
+pub type CompileFn = Arc<dyn Fn(&SubmittedSource) -> Result<Workflow, String> + Send + Sync>;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This node's name, recorded in `TaskScheduled`. Default `local`.
+    pub node: String,
+    /// Attempts executing at once on this node (the executor pool). Default 256.
+    pub slots: usize,
+    /// Attempts of one run in flight at once. Default 1024.
+    pub max_in_flight_per_run: usize,
+    /// Times a crashed durable run actor is restarted from its journal. Default 3.
+    pub max_run_restarts: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            node: "local".into(),
+            slots: 256,
+            max_in_flight_per_run: 1024,
+            max_run_restarts: 3,
+        }
+    }
+}
+
+/// A journal event of some run, as published on the event bus.
+#[derive(Debug, Clone)]
+pub struct RunEvent {
+    /// The run.
+    pub run_id: Arc<str>,
+    /// Position in the run's journal.
+    pub seq: u64,
+    /// The event.
+    pub event: JournalEvent,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunOutcome {
+    /// The run.
+    pub run_id: String,
+    /// Workflow name.
+    pub workflow: String,
+    /// Final status.
+    pub status: RunStatus,
+    /// Run outputs (null unless succeeded).
+    pub outputs: Value,
+    /// Why it failed or was cancelled.
+    pub error: Option<String>,
+    /// Per-task reports, in workflow order.
+    pub tasks: Vec<TaskReport>,
+    /// Results dropped because their attempt had been superseded.
+    pub dropped_results: u64,
+}
+
+/// Services every run actor shares.
+pub struct Shared {
+    config: EngineConfig,
+    executors: Executors,
+    store: Arc<dyn RunStore>,
+    /// Summaries of `durability: none` runs.
+    volatile: Arc<MemoryStore>,
+    pool: Arc<Semaphore>,
+    events: broadcast::Sender<Arc<RunEvent>>,
+    compile: CompileFn,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .field("executors", &self.executors)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn run_config(&self) -> RunConfig {
+        RunConfig {
+            node: self.config.node.clone(),
+            max_in_flight: self.config.max_in_flight_per_run,
+        }
+    }
+}
+
+/// Submitting or resuming a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The workflow asked for a durability level this build cannot give.
+    #[error(
+        "durability \"replicated\" is not available yet: replicated journals need a cluster \
+         with a quorum of nodes; use \"local\" (survives a restart of this node) or \"none\""
+    )]
+    ReplicatedUnsupported,
+    /// No such run in the store.
+    #[error("run {0} is not in this data dir")]
+    UnknownRun(String),
+    /// The run is already over.
+    #[error("run {0} has already finished ({1})")]
+    AlreadyFinished(String, RunStatus),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The run actor could not start.
+    #[error("cannot start run: {0}")]
+    Spawn(String),
+}
+
+/// A handle on a running engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    supervisor: ActorRef<SupervisorMsg>,
+}
+
+impl Engine {
+    /// Starts the engine's supervisor.
+    ///
+    /// # Errors
+    /// When the supervisor actor cannot be spawned.
+    pub async fn start(
+        config: EngineConfig,
+        executors: Executors,
+        store: Arc<dyn RunStore>,
+        compile: CompileFn,
+    ) -> Result<Engine, SubmitError> {
+        let (events, _) = broadcast::channel(4096);
+        let shared = Arc::new(Shared {
+            pool: Arc::new(Semaphore::new(config.slots.max(1))),
+            config,
+            executors,
+            store,
+            volatile: Arc::new(MemoryStore::new()),
+            events,
+            compile,
+        });
+        let (supervisor, _) = Actor::spawn(None, EngineSupervisor, Arc::clone(&shared))
+            .await
+            .map_err(|e| SubmitError::Spawn(e.to_string()))?;
+        Ok(Engine { shared, supervisor })
+    }
+
+    /// Starts a new run.
+    ///
+    /// # Errors
+    /// When the workflow asks for `replicated` durability or the run actor
+    /// cannot start.
+    pub async fn submit(
+        &self,
+        workflow: Arc<Workflow>,
+        source: SubmittedSource,
+        inputs: Map,
+    ) -> Result<RunHandle, SubmitError> {
+        if workflow.durability == Durability::Replicated {
+            return Err(SubmitError::ReplicatedUnsupported);
+        }
+        let run_id = ulid::Ulid::new().to_string();
+        self.start_run(
+            run_id,
+            RunMode::Fresh {
+                workflow,
+                source,
+                inputs,
+            },
+        )
+        .await
+    }
+
+    /// Continues a run from its journal: succeeded tasks are kept, attempts
+    /// that were in flight run again with new attempt numbers.
+    ///
+    /// # Errors
+    /// When the run is unknown, already finished, or cannot be rebuilt.
+    pub async fn resume(&self, run_id: &str) -> Result<RunHandle, SubmitError> {
+        if let Some(handle) = self.live(run_id).await {
+            return Ok(handle);
+        }
+        match self.shared.store.summary(run_id)? {
+            None => Err(SubmitError::UnknownRun(run_id.to_owned())),
+            Some(s) if s.status.is_final() => {
+                Err(SubmitError::AlreadyFinished(run_id.to_owned(), s.status))
+            }
+            Some(_) => self.start_run(run_id.to_owned(), RunMode::Resume).await,
+        }
+    }
+
+    /// Resumes every run of the store that had not finished (what a node
+    /// does when it starts on a data dir).
+    ///
+    /// # Errors
+    /// When the store cannot be read. Runs that fail to resume are logged
+    /// and skipped.
+    pub async fn resume_incomplete(&self) -> Result<Vec<RunHandle>, SubmitError> {
+        let mut handles = Vec::new();
+        for summary in self.shared.store.summaries()? {
+            if summary.status.is_final() {
+                continue;
+            }
+            match self.resume(&summary.id).await {
+                Ok(h) => handles.push(h),
+                Err(e) => warn!(run = %summary.id, error = %e, "Could not resume run."),
+            }
+        }
+        Ok(handles)
+    }
+
+    /// The handle of a run that is live on this engine.
+    pub async fn live(&self, run_id: &str) -> Option<RunHandle> {
+        ractor::call!(self.supervisor, SupervisorMsg::Lookup, run_id.to_owned())
+            .ok()
+            .flatten()
+    }
+
+    /// Summaries of every run this engine's stores know.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub fn runs(&self) -> Result<Vec<crate::store::RunSummary>, StoreError> {
+        let mut all = self.shared.store.summaries()?;
+        all.extend(self.shared.volatile.summaries()?);
+        all.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        Ok(all)
+    }
+
+    /// Live journal events of every run.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<RunEvent>> {
+        self.shared.events.subscribe()
+    }
+
+    /// Stops every run actor and the supervisor. Durable runs stay
+    /// `running` in the store and can be resumed.
+    pub async fn shutdown(&self) {
+        let _ = self.supervisor.stop_children_and_wait(None, None).await;
+        let _ = self.supervisor.stop_and_wait(None, None).await;
+    }
+
+    async fn start_run(&self, run_id: String, mode: RunMode) -> Result<RunHandle, SubmitError> {
+        ractor::call!(self.supervisor, |reply| SupervisorMsg::Start {
+            run_id,
+            mode,
+            reply
+        })
+        .map_err(|e| SubmitError::Spawn(e.to_string()))?
+        .map_err(SubmitError::Spawn)
+    }
+}
+
+/// A run that is live on an engine.
+#[derive(Debug, Clone)]
+pub struct RunHandle {
+    run_id: String,
+    supervisor: ActorRef<SupervisorMsg>,
+    outcome: watch::Receiver<Option<Arc<RunOutcome>>>,
+}
+
+impl RunHandle {
+    /// The run id.
+    pub fn id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Waits until the run is over. Cancel-safe: dropping the future leaves
+    /// the run running.
+    pub async fn wait(&mut self) -> Arc<RunOutcome> {
+        match self.outcome.wait_for(Option::is_some).await {
+            Ok(o) => Arc::clone(o.as_ref().expect("waited for some")),
+            Err(_) => Arc::new(RunOutcome {
+                run_id: self.run_id.clone(),
+                workflow: String::new(),
+                status: RunStatus::Failed,
+                outputs: Value::Null,
+                error: Some("the engine stopped before the run finished".into()),
+                tasks: Vec::new(),
+                dropped_results: 0,
+            }),
+        }
+    }
+
+    /// The outcome, if the run is over.
+    pub fn outcome(&self) -> Option<Arc<RunOutcome>> {
+        self.outcome.borrow().clone()
+    }
+
+    /// Asks the run to cancel; running attempts are stopped.
+    pub fn cancel(&self, reason: impl Into<String>) {
+        let _ = self.supervisor.cast(SupervisorMsg::Cancel {
+            run_id: self.run_id.clone(),
+            reason: reason.into(),
+        });
+    }
+
+    /// Current progress counts (`None` once the run is over).
+    pub async fn progress(&self) -> Option<Progress> {
+        ractor::call!(self.supervisor, |reply| SupervisorMsg::Progress {
+            run_id: self.run_id.clone(),
+            reply
+        })
+        .ok()
+        .flatten()
+    }
+}
+
+/// Messages of [`EngineSupervisor`].
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    /// Spawn a run actor.
+    Start {
+        /// Run id.
+        run_id: String,
+        /// Fresh or resumed.
+        mode: RunMode,
+        /// The new run's handle.
+        reply: RpcReplyPort<Result<RunHandle, String>>,
+    },
+    /// The handle of a live run.
+    Lookup(String, RpcReplyPort<Option<RunHandle>>),
+    /// Cancel a live run.
+    Cancel {
+        /// Run id.
+        run_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Progress of a live run (`None` when not live).
+    Progress {
+        /// Run id.
+        run_id: String,
+        /// Answer.
+        reply: RpcReplyPort<Option<Progress>>,
+    },
+}
+
+/// Supervises run actors; holds no data itself.
+#[derive(Debug)]
+pub struct EngineSupervisor;
+
+/// A live run as the supervisor knows it.
+#[derive(Debug)]
+pub struct LiveRun {
+    actor: ActorRef<RunMsg>,
+    outcome: watch::Sender<Option<Arc<RunOutcome>>>,
+    durability: Durability,
+    restarts: u32,
+}
+
+/// The supervisor's state.
+#[derive(Debug)]
+pub struct SupervisorState {
+    shared: Arc<Shared>,
+    runs: HashMap<String, LiveRun>,
+    by_actor: HashMap<ActorId, String>,
+}
+
+impl Actor for EngineSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = Arc<Shared>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        shared: Arc<Shared>,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(SupervisorState {
+            shared,
+            runs: HashMap::new(),
+            by_actor: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Start {
+                run_id,
+                mode,
+                reply,
+            } => {
+                let durability = match &mode {
+                    RunMode::Fresh { workflow, .. } => workflow.durability,
+                    RunMode::Resume => Durability::Local,
+                };
+                let (tx, rx) = watch::channel(None);
+                let result = state
+                    .spawn(&myself, run_id.clone(), mode, tx.clone(), durability, 0)
+                    .await
+                    .map(|()| RunHandle {
+                        run_id,
+                        supervisor: myself.clone(),
+                        outcome: rx,
+                    });
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Lookup(run_id, reply) => {
+                let handle = state.runs.get(&run_id).map(|live| RunHandle {
+                    run_id: run_id.clone(),
+                    supervisor: myself.clone(),
+                    outcome: live.outcome.subscribe(),
+                });
+                let _ = reply.send(handle);
+            }
+            SupervisorMsg::Cancel { run_id, reason } => {
+                if let Some(live) = state.runs.get(&run_id) {
+                    let _ = live.actor.cast(RunMsg::Cancel { reason });
+                }
+            }
+            SupervisorMsg::Progress { run_id, reply } => match state.runs.get(&run_id) {
+                Some(live) => {
+                    let actor = live.actor.clone();
+                    // Answer from a task so a busy run never blocks the supervisor.
+                    tokio::spawn(async move {
+                        let p = ractor::call!(actor, RunMsg::Progress).ok();
+                        let _ = reply.send(p);
+                    });
+                }
+                None => {
+                    let _ = reply.send(None);
+                }
+            },
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                if let Some(run_id) = state.by_actor.remove(&cell.get_id()) {
+                    state.runs.remove(&run_id);
+                }
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let Some(run_id) = state.by_actor.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                let Some(live) = state.runs.remove(&run_id) else {
+                    return Ok(());
+                };
+                error!(run = %run_id, error = %err, "Run actor failed.");
+                let restartable = live.durability != Durability::None
+                    && live.restarts < state.shared.config.max_run_restarts;
+                if restartable {
+                    warn!(run = %run_id, restarts = live.restarts + 1, "Restarting run from its journal.");
+                    let restarted = state
+                        .spawn(
+                            &myself,
+                            run_id.clone(),
+                            RunMode::Resume,
+                            live.outcome.clone(),
+                            live.durability,
+                            live.restarts + 1,
+                        )
+                        .await;
+                    if let Err(e) = restarted {
+                        fail_outcome(&live.outcome, &run_id, format!("{err}; restart failed: {e}"));
+                    }
+                } else {
+                    fail_outcome(&live.outcome, &run_id, format!("run actor failed: {err}"));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn fail_outcome(tx: &watch::Sender<Option<Arc<RunOutcome>>>, run_id: &str, error: String) {
+    if tx.borrow().is_some() {
+        return;
+    }
+    tx.send_replace(Some(Arc::new(RunOutcome {
+        run_id: run_id.to_owned(),
+        workflow: String::new(),
+        status: RunStatus::Failed,
+        outputs: Value::Null,
+        error: Some(error),
+        tasks: Vec::new(),
+        dropped_results: 0,
+    })));
+}
+
+impl SupervisorState {
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        run_id: String,
+        mode: RunMode,
+        outcome: watch::Sender<Option<Arc<RunOutcome>>>,
+        durability: Durability,
+        restarts: u32,
+    ) -> Result<(), String> {
+        if self.runs.contains_key(&run_id) {
+            return Err(format!("run {run_id} is already live"));
+        }
+        let args = RunArgs {
+            run_id: run_id.clone(),
+            mode,
+            shared: Arc::clone(&self.shared),
+            outcome: outcome.clone(),
+        };
+        let (actor, _) = Actor::spawn_linked(None, RunActor, args, myself.get_cell())
+            .await
+            .map_err(|e| match e {
+                ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
+                other => other.to_string(),
+            })?;
+        self.by_actor.insert(actor.get_id(), run_id.clone());
+        self.runs.insert(
+            run_id,
+            LiveRun {
+                actor,
+                outcome,
+                durability,
+                restarts,
+            },
+        );
+        Ok(())
+    }
+}

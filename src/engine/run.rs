@@ -1,0 +1,524 @@
+//! The run actor: owns one run, drives its [`RunState`], carries out the
+//! actions it returns.
+//!
+//! Ordering rule: an action that follows a `Persist` waits until the journal
+//! says the event is durable (for `durability: local`), so an attempt never
+//! starts before its `TaskScheduled` is on disk and a run never reports an
+//! outcome it could lose. With `durability: none` nothing is written and
+//! actions run at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::attempt::{AttemptArgs, AttemptMsg, TaskAttempt};
+use super::event::{JournalEvent, SubmittedSource, TaskKey};
+use super::state::{Action, Input, Progress, RunState, Timer};
+use super::{RunEvent, RunOutcome, Shared};
+use crate::executor::{AttemptContext, Executor, TaskError};
+use crate::store::{AppendBatch, RunStatus, RunStore, RunSummary, StoreError};
+use crate::value::{Map, Value};
+use crate::wdl::{Durability, Workflow};
+
+/// Messages of [`RunActor`].
+#[derive(Debug)]
+pub enum RunMsg {
+    /// An attempt reported its result.
+    AttemptFinished {
+        /// Which task or item.
+        key: TaskKey,
+        /// The attempt's number (fencing token).
+        attempt: u32,
+        /// Output or error.
+        result: Result<Value, TaskError>,
+    },
+    /// A timer the state machine asked for fired.
+    Timer(Timer),
+    /// Journal events with sequence numbers below `upto` are durable.
+    Persisted {
+        /// Exclusive upper bound of durable sequence numbers.
+        upto: u64,
+        /// Whether the write succeeded.
+        result: Result<(), StoreError>,
+    },
+    /// Cancel the run; running attempts are stopped.
+    Cancel {
+        /// Who asked, for the journal.
+        reason: String,
+    },
+    /// Current progress counts.
+    Progress(RpcReplyPort<Progress>),
+}
+
+/// How the run begins.
+#[derive(Debug)]
+pub enum RunMode {
+    /// A new submission.
+    Fresh {
+        /// The compiled workflow.
+        workflow: Arc<Workflow>,
+        /// Its source files, journaled for resume.
+        source: SubmittedSource,
+        /// Inputs, defaults filled in.
+        inputs: Map,
+    },
+    /// Rebuild from the journal and continue.
+    Resume,
+}
+
+/// Arguments of a run actor.
+#[derive(Debug)]
+pub struct RunArgs {
+    /// The run id.
+    pub run_id: String,
+    /// Fresh or resumed.
+    pub mode: RunMode,
+    /// Engine-wide services.
+    pub shared: Arc<Shared>,
+    /// Where the outcome is announced.
+    pub outcome: watch::Sender<Option<Arc<RunOutcome>>>,
+}
+
+/// The run actor. Holds no data; see [`RunActorState`].
+#[derive(Debug)]
+pub struct RunActor;
+
+/// Everything a run actor keeps.
+#[derive(Debug)]
+pub struct RunActorState {
+    machine: RunState,
+    shared: Arc<Shared>,
+    outcome: watch::Sender<Option<Arc<RunOutcome>>>,
+    run_id: Arc<str>,
+    /// Executor and `uses` per task index.
+    executors: Vec<(Arc<dyn Executor>, Arc<str>)>,
+    /// `None` for `durability: none`.
+    journal: Option<Arc<dyn RunStore>>,
+    next_seq: u64,
+    durable_seq: u64,
+    /// Actions waiting for the journal: (sequence that must be durable, action).
+    deferred: VecDeque<(u64, Action)>,
+    attempts: HashMap<ActorId, (TaskKey, u32, ActorRef<AttemptMsg>)>,
+    created_ms: u64,
+    /// `RunSubmitted` of a fresh run, persisted first thing in `post_start`.
+    pending_first: Option<JournalEvent>,
+    /// `Start` or `Resume`, applied in `post_start`.
+    begin: Option<Input>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Actor for RunActor {
+    type Msg = RunMsg;
+    type State = RunActorState;
+    type Arguments = RunArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<RunMsg>,
+        args: RunArgs,
+    ) -> Result<RunActorState, ActorProcessingErr> {
+        let RunArgs {
+            run_id,
+            mode,
+            shared,
+            outcome,
+        } = args;
+        let now = now_ms();
+        let (machine, submitted, next_seq, created_ms, begin) = match mode {
+            RunMode::Fresh {
+                workflow,
+                source,
+                inputs,
+            } => {
+                let submitted = JournalEvent::RunSubmitted {
+                    run_id: run_id.clone(),
+                    workflow: workflow.name.clone(),
+                    source,
+                    inputs: Value::Map(inputs.clone()),
+                    submitted_ms: now,
+                };
+                let machine =
+                    RunState::new(run_id.clone(), workflow, inputs, now, shared.run_config());
+                (machine, Some(submitted), 0, now, Input::Start { now_ms: now })
+            }
+            RunMode::Resume => {
+                let (machine, events, created) = replay(&shared, &run_id)?;
+                (machine, None, events, created, Input::Resume { now_ms: now })
+            }
+        };
+        let executors = machine
+            .workflow()
+            .tasks
+            .iter()
+            .map(|t| {
+                shared
+                    .executors
+                    .resolve(&t.uses)
+                    .map(|e| (Arc::clone(e), Arc::<str>::from(t.uses.as_str())))
+                    .ok_or_else(|| format!("task \"{}\": unknown executor \"{}\"", t.id, t.uses))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let journal = match machine.workflow().durability {
+            Durability::None => None,
+            _ => Some(Arc::clone(&shared.store)),
+        };
+        let state = RunActorState {
+            run_id: Arc::from(run_id.as_str()),
+            machine,
+            shared,
+            outcome,
+            executors,
+            journal,
+            next_seq,
+            durable_seq: next_seq,
+            deferred: VecDeque::new(),
+            attempts: HashMap::new(),
+            created_ms,
+            pending_first: submitted,
+            begin: Some(begin),
+        };
+        Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<RunMsg>,
+        state: &mut RunActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let mut actions = Vec::new();
+        if let Some(submitted) = state.pending_first.take() {
+            info!(run = %state.run_id, workflow = %state.machine.workflow().name, "Run submitted.");
+            actions.push(Action::Persist(submitted));
+        }
+        if state.machine.status().is_final() {
+            // Resumed a run that had already finished: just report it.
+            actions.push(Action::Finish(state.machine.status()));
+        } else if let Some(begin) = state.begin.take() {
+            actions.extend(state.machine.apply(begin));
+        }
+        state.perform(&myself, actions).await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RunMsg>,
+        msg: RunMsg,
+        state: &mut RunActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RunMsg::AttemptFinished {
+                key,
+                attempt,
+                result,
+            } => {
+                metrics::counter!(
+                    "symphony_attempts_total",
+                    "status" => if result.is_ok() { "succeeded" } else { "failed" }
+                )
+                .increment(1);
+                let actions = state.machine.apply(Input::AttemptFinished {
+                    key,
+                    attempt,
+                    result,
+                });
+                state.perform(&myself, actions).await;
+            }
+            RunMsg::Timer(timer) => {
+                let actions = state.machine.apply(Input::TimerFired(timer));
+                state.perform(&myself, actions).await;
+            }
+            RunMsg::Persisted { upto, result } => match result {
+                Ok(()) => {
+                    state.durable_seq = state.durable_seq.max(upto);
+                    state.release(&myself).await;
+                }
+                Err(e) => {
+                    // The journal can no longer be trusted to hold what
+                    // happens next: stop here; the run stays `running` on disk
+                    // and resumes from its last durable event.
+                    warn!(run = %state.run_id, error = %e, "Journal write failed; stopping the run.");
+                    state.announce(RunStatus::Failed, Some(format!("journal write failed: {e}")));
+                    myself.stop(Some(format!("journal write failed: {e}")));
+                }
+            },
+            RunMsg::Cancel { reason } => {
+                let actions = state.machine.apply(Input::Cancel { reason });
+                state.perform(&myself, actions).await;
+            }
+            RunMsg::Progress(reply) => {
+                let _ = reply.send(state.machine.progress());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<RunMsg>,
+        event: SupervisionEvent,
+        state: &mut RunActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.attempts.remove(&cell.get_id());
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some((key, attempt, _)) = state.attempts.remove(&cell.get_id()) {
+                    let result = Err(TaskError::fatal("panic", format!("attempt actor failed: {err}")));
+                    let actions = state.machine.apply(Input::AttemptFinished {
+                        key,
+                        attempt,
+                        result,
+                    });
+                    state.perform(&myself, actions).await;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Rebuilds a run from its journal.
+fn replay(shared: &Shared, run_id: &str) -> Result<(RunState, u64, u64), ActorProcessingErr> {
+    let records = shared.store.journal(run_id)?;
+    let mut events = records.iter().map(|r| JournalEvent::decode(r));
+    let Some(Ok(JournalEvent::RunSubmitted {
+        source,
+        inputs,
+        submitted_ms,
+        ..
+    })) = events.next()
+    else {
+        return Err(format!("run {run_id} has no journal in this data dir").into());
+    };
+    let workflow = (shared.compile)(&source)
+        .map_err(|e| format!("run {run_id}: its workflow no longer compiles: {e}"))?;
+    let inputs = match inputs {
+        Value::Map(m) => m,
+        _ => Map::new(),
+    };
+    let mut machine = RunState::new(
+        run_id.to_owned(),
+        Arc::new(workflow),
+        inputs,
+        submitted_ms,
+        shared.run_config(),
+    );
+    for event in events {
+        let event = event.map_err(|e| format!("run {run_id}: corrupt journal record: {e}"))?;
+        machine.evolve(&event);
+    }
+    Ok((machine, records.len() as u64, submitted_ms))
+}
+
+impl RunActorState {
+    /// Carries out actions in order; see the module doc for the ordering rule.
+    async fn perform(&mut self, myself: &ActorRef<RunMsg>, actions: Vec<Action>) {
+        let mut batch = Vec::new();
+        let mut summary = None;
+        let first_seq = self.next_seq;
+        for action in actions {
+            match action {
+                Action::Persist(event) => {
+                    if let Some(status) = final_status(&event) {
+                        summary = Some(self.summary(status));
+                    } else if matches!(event, JournalEvent::RunSubmitted { .. }) {
+                        summary = Some(self.summary(RunStatus::Running));
+                    }
+                    if self.journal.is_some() {
+                        batch.push(event.encode());
+                    }
+                    self.publish(self.next_seq, event);
+                    self.next_seq += 1;
+                }
+                other => {
+                    if self.journal.is_some() && self.durable_seq < self.next_seq {
+                        self.deferred.push_back((self.next_seq, other));
+                    } else {
+                        self.execute(myself, other).await;
+                    }
+                }
+            }
+        }
+        if let Some(journal) = &self.journal {
+            if !batch.is_empty() {
+                let upto = self.next_seq;
+                let me = myself.clone();
+                journal.append(
+                    AppendBatch {
+                        run: self.run_id.to_string(),
+                        first_seq,
+                        events: batch,
+                        summary,
+                    },
+                    Box::new(move |result| {
+                        let _ = me.cast(RunMsg::Persisted { upto, result });
+                    }),
+                );
+            }
+        } else if let Some(summary) = summary {
+            // Volatile runs keep only their summary, in the node's store, so
+            // listings show them.
+            self.shared.volatile.append(
+                AppendBatch {
+                    run: self.run_id.to_string(),
+                    first_seq: 0,
+                    events: Vec::new(),
+                    summary: Some(summary),
+                },
+                Box::new(|_| {}),
+            );
+        }
+    }
+
+    /// Runs deferred actions whose events are now durable.
+    async fn release(&mut self, myself: &ActorRef<RunMsg>) {
+        while let Some((seq, _)) = self.deferred.front() {
+            if *seq > self.durable_seq {
+                break;
+            }
+            let (_, action) = self.deferred.pop_front().expect("front exists");
+            self.execute(myself, action).await;
+        }
+    }
+
+    async fn execute(&mut self, myself: &ActorRef<RunMsg>, action: Action) {
+        match action {
+            Action::Persist(_) => unreachable!("persist is handled by perform"),
+            Action::Dispatch {
+                key,
+                attempt,
+                input,
+            } => self.dispatch(myself, key, attempt, input).await,
+            Action::StopAttempt { key, attempt } => {
+                if let Some((_, _, actor)) = self
+                    .attempts
+                    .values()
+                    .find(|(k, a, _)| *k == key && *a == attempt)
+                {
+                    actor.kill();
+                }
+            }
+            Action::StartTimer { timer, after } => {
+                myself.send_after(after, move || RunMsg::Timer(timer));
+            }
+            Action::ResultDropped { key, attempt } => {
+                metrics::counter!("symphony_results_fenced_total").increment(1);
+                info!(run = %self.run_id, task = key.task, item = ?key.item, attempt, "Dropped a result from a superseded attempt.");
+            }
+            Action::Finish(status) => {
+                let error = self.machine.error().map(str::to_owned);
+                self.announce(status, error);
+                for (_, _, actor) in self.attempts.values() {
+                    actor.kill();
+                }
+                myself.stop(None);
+            }
+        }
+    }
+
+    async fn dispatch(
+        &mut self,
+        myself: &ActorRef<RunMsg>,
+        key: TaskKey,
+        attempt: u32,
+        input: Value,
+    ) {
+        let task = key.task as usize;
+        let (executor, uses) = &self.executors[task];
+        let task_id = &self.machine.workflow().tasks[task].id;
+        let idempotency_key = match key.item {
+            Some(i) => format!("{}/{task_id}/{i}", self.run_id),
+            None => format!("{}/{task_id}", self.run_id),
+        };
+        let args = AttemptArgs {
+            key,
+            ctx: AttemptContext {
+                run_id: self.run_id.to_string(),
+                task_id: task_id.clone(),
+                item: key.item.map(|i| i as usize),
+                attempt,
+                idempotency_key,
+            },
+            executor: Arc::clone(executor),
+            uses: Arc::clone(uses),
+            input,
+            pool: Arc::clone(&self.shared.pool),
+            run: myself.clone(),
+        };
+        match Actor::spawn_linked(None, TaskAttempt, args, myself.get_cell()).await {
+            Ok((actor, _)) => {
+                self.attempts
+                    .insert(actor.get_id(), (key, attempt, actor));
+            }
+            Err(e) => {
+                let result = Err(TaskError::retryable("spawn", format!("cannot start attempt: {e}")));
+                let _ = myself.cast(RunMsg::AttemptFinished {
+                    key,
+                    attempt,
+                    result,
+                });
+            }
+        }
+    }
+
+    fn summary(&self, status: RunStatus) -> RunSummary {
+        RunSummary {
+            id: self.run_id.to_string(),
+            workflow: self.machine.workflow().name.clone(),
+            status,
+            created_ms: self.created_ms,
+            updated_ms: now_ms(),
+        }
+    }
+
+    fn publish(&self, seq: u64, event: JournalEvent) {
+        if self.shared.events.receiver_count() > 0 {
+            let _ = self.shared.events.send(Arc::new(RunEvent {
+                run_id: Arc::clone(&self.run_id),
+                seq,
+                event,
+            }));
+        }
+    }
+
+    fn announce(&self, status: RunStatus, error: Option<String>) {
+        let workflow = &self.machine.workflow().name;
+        metrics::counter!("symphony_runs_total", "status" => status.as_str(), "workflow" => workflow.clone())
+            .increment(1);
+        match status {
+            RunStatus::Succeeded => info!(run = %self.run_id, "Run succeeded."),
+            _ => info!(run = %self.run_id, status = %status, error = error.as_deref().unwrap_or(""), "Run ended."),
+        }
+        let outcome = RunOutcome {
+            run_id: self.run_id.to_string(),
+            workflow: workflow.clone(),
+            status,
+            outputs: self.machine.outputs().clone(),
+            error,
+            tasks: self.machine.task_reports(),
+            dropped_results: self.machine.dropped_results(),
+        };
+        self.outcome.send_replace(Some(Arc::new(outcome)));
+    }
+}
+
+fn final_status(event: &JournalEvent) -> Option<RunStatus> {
+    match event {
+        JournalEvent::RunSucceeded { .. } => Some(RunStatus::Succeeded),
+        JournalEvent::RunFailed { .. } => Some(RunStatus::Failed),
+        JournalEvent::RunCancelled { .. } => Some(RunStatus::Cancelled),
+        _ => None,
+    }
+}
