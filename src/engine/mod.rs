@@ -28,8 +28,8 @@ use tokio::sync::{Semaphore, broadcast, watch};
 use tracing::{error, warn};
 
 pub use self::event::{JournalEvent, SubmittedSource, TaskKey};
-pub use self::state::{Progress, RunConfig, TaskReport, TaskStatus};
 use self::run::{RunActor, RunArgs, RunMode, RunMsg};
+pub use self::state::{Progress, RunConfig, TaskReport, TaskStatus};
 use crate::executor::Executors;
 use crate::store::{MemoryStore, RunStatus, RunStore, StoreError};
 use crate::value::{Map, Value};
@@ -499,7 +499,11 @@ impl Actor for EngineSupervisor {
                         )
                         .await;
                     if let Err(e) = restarted {
-                        fail_outcome(&live.outcome, &run_id, format!("{err}; restart failed: {e}"));
+                        fail_outcome(
+                            &live.outcome,
+                            &run_id,
+                            format!("{err}; restart failed: {e}"),
+                        );
                     }
                 } else {
                     fail_outcome(&live.outcome, &run_id, format!("run actor failed: {err}"));

@@ -148,11 +148,23 @@ impl Actor for RunActor {
                 };
                 let machine =
                     RunState::new(run_id.clone(), workflow, inputs, now, shared.run_config());
-                (machine, Some(submitted), 0, now, Input::Start { now_ms: now })
+                (
+                    machine,
+                    Some(submitted),
+                    0,
+                    now,
+                    Input::Start { now_ms: now },
+                )
             }
             RunMode::Resume => {
                 let (machine, events, created) = replay(&shared, &run_id)?;
-                (machine, None, events, created, Input::Resume { now_ms: now })
+                (
+                    machine,
+                    None,
+                    events,
+                    created,
+                    Input::Resume { now_ms: now },
+                )
             }
         };
         let executors = machine
@@ -247,7 +259,10 @@ impl Actor for RunActor {
                     // happens next: stop here; the run stays `running` on disk
                     // and resumes from its last durable event.
                     warn!(run = %state.run_id, error = %e, "Journal write failed; stopping the run.");
-                    state.announce(RunStatus::Failed, Some(format!("journal write failed: {e}")));
+                    state.announce(
+                        RunStatus::Failed,
+                        Some(format!("journal write failed: {e}")),
+                    );
                     myself.stop(Some(format!("journal write failed: {e}")));
                 }
             },
@@ -274,7 +289,10 @@ impl Actor for RunActor {
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 if let Some((key, attempt, _)) = state.attempts.remove(&cell.get_id()) {
-                    let result = Err(TaskError::fatal("panic", format!("attempt actor failed: {err}")));
+                    let result = Err(TaskError::fatal(
+                        "panic",
+                        format!("attempt actor failed: {err}"),
+                    ));
                     let actions = state.machine.apply(Input::AttemptFinished {
                         key,
                         attempt,
@@ -459,11 +477,13 @@ impl RunActorState {
         };
         match Actor::spawn_linked(None, TaskAttempt, args, myself.get_cell()).await {
             Ok((actor, _)) => {
-                self.attempts
-                    .insert(actor.get_id(), (key, attempt, actor));
+                self.attempts.insert(actor.get_id(), (key, attempt, actor));
             }
             Err(e) => {
-                let result = Err(TaskError::retryable("spawn", format!("cannot start attempt: {e}")));
+                let result = Err(TaskError::retryable(
+                    "spawn",
+                    format!("cannot start attempt: {e}"),
+                ));
                 let _ = myself.cast(RunMsg::AttemptFinished {
                     key,
                     attempt,
@@ -499,7 +519,9 @@ impl RunActorState {
             .increment(1);
         match status {
             RunStatus::Succeeded => info!(run = %self.run_id, "Run succeeded."),
-            _ => info!(run = %self.run_id, status = %status, error = error.as_deref().unwrap_or(""), "Run ended."),
+            _ => {
+                info!(run = %self.run_id, status = %status, error = error.as_deref().unwrap_or(""), "Run ended.")
+            }
         }
         let outcome = RunOutcome {
             run_id: self.run_id.to_string(),

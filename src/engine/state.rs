@@ -317,9 +317,9 @@ impl RunState {
                 active: false,
             })
             .collect();
-        let seed = run_id
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let seed = run_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         RunState {
             run_id,
             workflow,
@@ -708,7 +708,13 @@ impl RunState {
         }
     }
 
-    fn fail_attempt(&mut self, key: TaskKey, attempt: u32, error: TaskError, out: &mut Vec<Action>) {
+    fn fail_attempt(
+        &mut self,
+        key: TaskKey,
+        attempt: u32,
+        error: TaskError,
+        out: &mut Vec<Action>,
+    ) {
         let idx = key.task as usize;
         let policy = &self.workflow.tasks[idx].retry;
         let failures = self.tasks[idx].slots[key.item.unwrap_or(0) as usize].failures + 1;
@@ -1050,3 +1056,7 @@ impl Scope for RunScope<'_> {
 fn fmt_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;
