@@ -6,15 +6,41 @@
 //!
 //! Cancellation is by drop: the engine stops an attempt (timeout, run
 //! cancelled) by dropping the future returned by [`Executor::execute`], so an
-//! executor must release what it holds on drop (a subprocess is spawned with
-//! `kill_on_drop`).
+//! executor must release what it holds on drop (`exec` kills its command's
+//! whole process group).
+//!
+//! The kinds a node offers by default ([`Executors::standard`]):
+//!
+//! | `uses` | type | does |
+//! |---|---|---|
+//! | `builtin/noop` | [`Noop`] | outputs null |
+//! | `builtin/echo` | [`Echo`] | outputs its `with` |
+//! | `builtin/sleep` | [`Sleep`] | waits for `duration` |
+//! | `builtin/fail` | [`Fail`] | fails the first `times` attempts |
+//! | `builtin/sum` | [`Sum`] | adds up `values` |
+//! | `exec` | [`Exec`] | runs a subprocess, without a shell |
+//! | `http` | [`Http`] | sends one HTTP request, JSON in and out |
+//!
+//! A task's `with` that does not fit its executor (a missing field, a wrong
+//! type, an unknown key) fails the attempt with [`TaskError::bad_input`],
+//! naming the field and what it expects.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::value::Value;
+
+pub mod builtin;
+pub mod exec;
+mod fields;
+pub mod http;
+
+pub use builtin::{Echo, Fail, Noop, Sleep, Sum};
+pub use exec::Exec;
+pub use http::Http;
 
 /// What an attempt knows about itself.
 #[derive(Debug, Clone)]
@@ -87,6 +113,26 @@ pub struct Executors {
 }
 
 impl Executors {
+    /// Every kind this module provides, under its `uses` name (see the table
+    /// in the module documentation), configured by `config`.
+    ///
+    /// # Panics
+    /// When the HTTP client cannot be built, which happens only if its TLS
+    /// backend cannot initialise (as with `reqwest::Client::new`). Use
+    /// [`Http::new`] to handle that error instead.
+    pub fn standard(config: &ExecutorConfig) -> Executors {
+        let http = Http::new(config).expect("the http executor's client cannot be built");
+        let mut executors = Executors::empty();
+        executors.insert("builtin/noop", Arc::new(Noop));
+        executors.insert("builtin/echo", Arc::new(Echo));
+        executors.insert("builtin/sleep", Arc::new(Sleep));
+        executors.insert("builtin/fail", Arc::new(Fail));
+        executors.insert("builtin/sum", Arc::new(Sum));
+        executors.insert("exec", Arc::new(Exec::new(config)));
+        executors.insert("http", Arc::new(http));
+        executors
+    }
+
     /// An empty set.
     pub fn empty() -> Self {
         Executors::default()
@@ -110,5 +156,84 @@ impl Executors {
     /// Every name, sorted (for "did you mean" hints and docs).
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.by_name.keys().map(String::as_str)
+    }
+}
+
+/// How a node's executors behave; the defaults suit a development machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorConfig {
+    /// The commands `exec` may run. `None` (the default) allows any
+    /// command; `Some(list)` allows a command only when its argv\[0\], as
+    /// written or its file name, is in the list: with `["python3"]`, both
+    /// `python3` (found on `PATH`) and `/opt/venv/bin/python3` may run,
+    /// while an entry with a path, such as `/usr/bin/env`, allows only that
+    /// exact argv\[0\]. An empty list allows nothing. A refused command fails
+    /// with class `forbidden`, not retried.
+    pub exec_allow: Option<Vec<String>>,
+    /// The most bytes kept of an `exec` command's stdout or an `http`
+    /// response body; beyond it the attempt fails with class
+    /// `output_too_large`. Default: 16 MiB.
+    pub max_output_bytes: usize,
+    /// Time limit of one `http` request, from connecting to the last byte of
+    /// the response. Default: 30 s.
+    pub http_timeout: Duration,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            exec_allow: None,
+            max_output_bytes: 16 * 1024 * 1024,
+            http_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Output bytes (stdout, a response body) as a value: JSON when they parse
+/// as JSON, else text, else bytes; nothing at all is null.
+pub(crate) fn output_value(bytes: Vec<u8>) -> Value {
+    if bytes.is_empty() {
+        return Value::Null;
+    }
+    if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
+        return value;
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Value::String(text),
+        Err(e) => Value::Bytes(e.into_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_offers_every_kind() {
+        let executors = Executors::standard(&ExecutorConfig::default());
+        let names: Vec<_> = executors.names().collect();
+        assert_eq!(
+            names,
+            [
+                "builtin/echo",
+                "builtin/fail",
+                "builtin/noop",
+                "builtin/sleep",
+                "builtin/sum",
+                "exec",
+                "http"
+            ]
+        );
+    }
+
+    #[test]
+    fn output_is_json_then_text_then_bytes() {
+        assert_eq!(
+            output_value(b"[1, \"a\"]".to_vec()),
+            Value::List(vec![1.into(), "a".into()])
+        );
+        assert_eq!(output_value(b"not json".to_vec()), Value::from("not json"));
+        assert_eq!(output_value(vec![0xc3]), Value::Bytes(vec![0xc3]));
+        assert_eq!(output_value(Vec::new()), Value::Null);
     }
 }
