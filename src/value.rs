@@ -103,6 +103,11 @@ impl Value {
         }
     }
 
+    /// Whether the value is `Null`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
     /// Truthiness used by `when`, `&&`, `||` and `!`: null, false, 0, "" and
     /// empty collections are false.
     pub fn truthy(&self) -> bool {
@@ -377,7 +382,10 @@ mod tests {
                 data: vec![0; 8],
             }),
         );
-        map.insert("l".into(), Value::List(vec![Value::Int(1), Value::Float(1.5)]));
+        map.insert(
+            "l".into(),
+            Value::List(vec![Value::Int(1), Value::Float(1.5)]),
+        );
         map.insert("s".into(), Value::from("x"));
         let v = Value::Map(map);
         let json = serde_json::to_string(&v).unwrap();

@@ -24,7 +24,19 @@ const MAX_GROUP: usize = 4096;
 pub struct SledStore {
     journal: sled::Tree,
     runs: sled::Tree,
-    writer: mpsc::Sender<(AppendBatch, Durable)>,
+    writer: Option<mpsc::Sender<(AppendBatch, Durable)>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for SledStore {
+    /// Lets the writer finish what is queued and release the database, so
+    /// the directory can be opened again as soon as this returns.
+    fn drop(&mut self) {
+        self.writer.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl SledStore {
@@ -47,14 +59,15 @@ impl SledStore {
             journal: journal.clone(),
             runs: runs.clone(),
         };
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("symphony-journal".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Io(e.to_string()))?;
         Ok(SledStore {
             journal,
             runs,
-            writer: tx,
+            writer: Some(tx),
+            thread: Some(thread),
         })
     }
 }
@@ -85,7 +98,10 @@ fn journal_key(run: &str, seq: u64) -> Vec<u8> {
 
 impl RunStore for SledStore {
     fn append(&self, batch: AppendBatch, done: Durable) {
-        if let Err(mpsc::SendError((_, done))) = self.writer.send((batch, done)) {
+        let Some(writer) = &self.writer else {
+            return done(Err(StoreError::Closed));
+        };
+        if let Err(mpsc::SendError((_, done))) = writer.send((batch, done)) {
             done(Err(StoreError::Closed));
         }
     }
@@ -152,7 +168,10 @@ impl Writer {
         let mut events = 0usize;
         for (batch, _) in group {
             for (i, event) in batch.events.iter().enumerate() {
-                journal.insert(journal_key(&batch.run, batch.first_seq + i as u64), &event[..]);
+                journal.insert(
+                    journal_key(&batch.run, batch.first_seq + i as u64),
+                    &event[..],
+                );
             }
             events += batch.events.len();
             if let Some(summary) = &batch.summary {
@@ -213,7 +232,13 @@ mod tests {
         assert_eq!(journal[0], vec![0]);
         assert_eq!(journal[1], vec![100]);
         assert_eq!(journal[19], vec![109]);
-        assert!(store.journal("r").unwrap().is_empty(), "prefix must not leak");
-        assert_eq!(store.summaries().unwrap(), vec![summary("r1", RunStatus::Running)]);
+        assert!(
+            store.journal("r").unwrap().is_empty(),
+            "prefix must not leak"
+        );
+        assert_eq!(
+            store.summaries().unwrap(),
+            vec![summary("r1", RunStatus::Running)]
+        );
     }
 }
