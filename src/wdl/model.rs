@@ -14,7 +14,17 @@ pub use super::expr::{EvalError, Expr, Scope};
 pub type TaskIdx = usize;
 
 /// Where a run's journal lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// In memory only; lost with the process.
@@ -77,7 +87,8 @@ pub struct InputSpec {
 }
 
 /// Types an input can declare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, schemars::JsonSchema)]
+#[schemars(rename_all = "lowercase")]
 pub enum ValueType {
     /// Anything.
     Any,
@@ -125,7 +136,10 @@ impl ValueType {
             (ValueType::Any, _)
                 | (ValueType::String, Value::String(_))
                 | (ValueType::Int, Value::Int(_))
-                | (ValueType::Float | ValueType::Number, Value::Int(_) | Value::Float(_))
+                | (
+                    ValueType::Float | ValueType::Number,
+                    Value::Int(_) | Value::Float(_)
+                )
                 | (ValueType::Bool, Value::Bool(_))
                 | (ValueType::List, Value::List(_))
                 | (ValueType::Map, Value::Map(_))
@@ -170,7 +184,8 @@ pub struct Need {
 }
 
 /// When a dependency is satisfied (`needs: [{task: a, if: always}]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[schemars(rename_all = "lowercase")]
 pub enum NeedCondition {
     /// Upstream succeeded (default); skipped or failed upstream skips this task.
     #[default]
@@ -180,7 +195,8 @@ pub enum NeedCondition {
 }
 
 /// How delays between attempts grow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[schemars(rename_all = "lowercase")]
 pub enum Backoff {
     /// The same delay every time (`initial`).
     Fixed,

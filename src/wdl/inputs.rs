@@ -1,0 +1,67 @@
+//! Checking the inputs a run is submitted with against the workflow's
+//! declarations.
+
+use std::collections::BTreeMap;
+
+use super::diag::did_you_mean;
+use super::model::{ValueType, Workflow};
+use crate::value::Value;
+
+/// The inputs of a run: `given` checked against `wf.inputs`, defaults
+/// filled in, ints widened for `float` inputs.
+///
+/// # Errors
+/// Every problem, one message each, naming the input: a required input
+/// missing, an input the workflow does not declare, a value of the wrong
+/// type.
+pub fn check_inputs(
+    wf: &Workflow,
+    given: &BTreeMap<String, Value>,
+) -> Result<BTreeMap<String, Value>, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let mut problems = Vec::new();
+    for name in given.keys() {
+        if !wf.inputs.iter().any(|i| &i.name == name) {
+            let mut message = format!("unknown input \"{name}\"");
+            match did_you_mean(name, wf.inputs.iter().map(|i| i.name.as_str())) {
+                Some(hint) => message.push_str(&format!("; {hint}")),
+                None if wf.inputs.is_empty() => {
+                    message.push_str(&format!("; workflow \"{}\" takes no inputs", wf.name));
+                }
+                None => {}
+            }
+            problems.push(message);
+        }
+    }
+    for spec in &wf.inputs {
+        match (given.get(&spec.name), &spec.default) {
+            (Some(v), _) => match (spec.ty, v) {
+                (ValueType::Float, Value::Int(i)) => {
+                    out.insert(spec.name.clone(), Value::Float(*i as f64));
+                }
+                (ty, v) if ty.accepts(v) => {
+                    out.insert(spec.name.clone(), v.clone());
+                }
+                (ty, v) => problems.push(format!(
+                    "input \"{}\" must be {}, found {}",
+                    spec.name,
+                    super::expr::article(ty),
+                    v.type_name()
+                )),
+            },
+            (None, Some(default)) => {
+                out.insert(spec.name.clone(), default.clone());
+            }
+            (None, None) => problems.push(format!(
+                "missing required input \"{}\" ({})",
+                spec.name,
+                spec.ty.as_str()
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
