@@ -6,6 +6,7 @@
 
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
+pub mod cli;
 pub mod engine;
 pub mod executor;
 pub mod store;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `symphony` binary; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    symphony::cli::main()
+}

@@ -146,3 +146,21 @@ impl JournalEvent {
         bincode::decode_from_slice(bytes, bincode::config::standard()).map(|(e, _)| e)
     }
 }
+
+impl SubmittedSource {
+    /// The files a workflow was compiled from, to journal with the run.
+    pub fn from_sources(sources: &crate::wdl::Sources) -> Self {
+        SubmittedSource {
+            main: sources.main().to_owned(),
+            files: sources
+                .files()
+                .map(|(p, t)| (p.to_owned(), t.to_owned()))
+                .collect(),
+        }
+    }
+
+    /// Back to [`crate::wdl::Sources`], to compile again on resume.
+    pub fn to_sources(&self) -> crate::wdl::Sources {
+        crate::wdl::Sources::from_files(&self.main, self.files.iter().cloned())
+    }
+}

@@ -1,0 +1,77 @@
+//! What commands print: human text by default, one JSON document with
+//! `--json`.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::engine::RunOutcome;
+use crate::store::RunSummary;
+
+/// Prints a run's outcome.
+pub(crate) fn outcome(outcome: &RunOutcome, as_json: bool) {
+    if as_json {
+        let tasks: BTreeMap<&str, serde_json::Value> = outcome
+            .tasks
+            .iter()
+            .map(|t| {
+                let mut v = json!({ "status": t.status, "attempts": t.attempts });
+                if let Some(items) = t.items {
+                    v["items"] = json!(items);
+                }
+                if let Some(e) = &t.error {
+                    v["error"] = json!(e);
+                }
+                (t.id.as_str(), v)
+            })
+            .collect();
+        let mut doc = json!({
+            "run_id": outcome.run_id,
+            "status": outcome.status,
+            "outputs": outcome.outputs.to_json(),
+            "tasks": tasks,
+        });
+        if let Some(e) = &outcome.error {
+            doc["error"] = json!(e);
+        }
+        println!("{doc}");
+        return;
+    }
+    println!("run {}  {}  {}", outcome.run_id, outcome.workflow, outcome.status);
+    for t in &outcome.tasks {
+        let items = t.items.map(|n| format!("  {n} items")).unwrap_or_default();
+        let attempts = if t.attempts == 1 { "attempt" } else { "attempts" };
+        println!(
+            "  {:<24} {:<10} {} {attempts}{items}",
+            t.id,
+            t.status.as_str(),
+            t.attempts
+        );
+        if let Some(e) = &t.error {
+            println!("      {e}");
+        }
+    }
+    if let Some(e) = &outcome.error {
+        println!("error: {e}");
+    }
+    if !outcome.outputs.is_null() {
+        let pretty = serde_json::to_string_pretty(&outcome.outputs.to_json())
+            .unwrap_or_default();
+        println!("outputs:\n{pretty}");
+    }
+}
+
+/// Prints run summaries.
+pub(crate) fn runs(all: &[RunSummary], as_json: bool) {
+    if as_json {
+        println!("{}", serde_json::to_string(all).unwrap_or_else(|_| "[]".into()));
+        return;
+    }
+    println!("{:<28} {:<24} {:<10} {}", "RUN", "WORKFLOW", "STATUS", "STARTED");
+    for r in all {
+        let started = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.created_ms),
+        );
+        println!("{:<28} {:<24} {:<10} {started}", r.id, r.workflow, r.status.as_str());
+    }
+}
