@@ -72,7 +72,10 @@ fn sigkill_then_resume_runs_no_succeeded_task_twice() {
         let _ = std::process::Command::new("kill").arg(pid.trim()).status();
     }
 
-    let runs = json(&run_in(dir.path(), &["runs", "--data-dir", "data", "--json"]));
+    let runs = json(&run_in(
+        dir.path(),
+        &["runs", "--data-dir", "data", "--json"],
+    ));
     let runs = runs.as_array().unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["status"], "running");
@@ -80,9 +83,19 @@ fn sigkill_then_resume_runs_no_succeeded_task_twice() {
 
     let out = run_in(
         dir.path(),
-        &["resume", &run_id, "--data-dir", data.to_str().unwrap(), "--json"],
+        &[
+            "resume",
+            &run_id,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--json",
+        ],
     );
-    assert!(out.status.success(), "resume failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "resume failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc = json(&out);
     assert_eq!(doc["run_id"], run_id.as_str());
     assert_eq!(doc["status"], "succeeded");
@@ -105,7 +118,10 @@ fn sigkill_then_resume_runs_no_succeeded_task_twice() {
         "succeeded tasks ran once; the interrupted one again with a new attempt and the same key"
     );
 
-    let runs = json(&run_in(dir.path(), &["runs", "--data-dir", "data", "--json"]));
+    let runs = json(&run_in(
+        dir.path(),
+        &["runs", "--data-dir", "data", "--json"],
+    ));
     assert_eq!(runs[0]["status"], "succeeded");
     // Resuming a finished run is refused clearly.
     let again = run_in(dir.path(), &["resume", &run_id, "--data-dir", "data"]);

@@ -50,8 +50,16 @@ outputs:
   hi: ${{ tasks.always.outputs.hi }}
 "#,
     );
-    let out = run_in(dir.path(), &["run", "wf.yaml", "--json", "-i", "xs=[1, 2, 3]"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_in(
+        dir.path(),
+        &["run", "wf.yaml", "--json", "-i", "xs=[1, 2, 3]"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc = json(&out);
     assert_eq!(doc["status"], "succeeded");
     assert!(doc["run_id"].as_str().is_some_and(|s| s.len() == 26));
@@ -121,7 +129,10 @@ tasks:
     assert_eq!(doc["tasks"]["next"]["status"], "skipped");
     let error = doc["error"].as_str().unwrap();
     assert!(error.contains("task \"bad\" failed"), "{error}");
-    assert!(error.contains("oops"), "stderr tail is in the error: {error}");
+    assert!(
+        error.contains("oops"),
+        "stderr tail is in the error: {error}"
+    );
 }
 
 #[test]
@@ -187,7 +198,10 @@ tasks:
     wait_until("the subprocess to start", Duration::from_secs(30), || {
         std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
     });
-    let sub_pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+    let sub_pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_owned();
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -199,10 +213,12 @@ tasks:
     assert_eq!(doc["status"], "cancelled");
     let proc_dir = format!("/proc/{sub_pid}");
     wait_until("the subprocess to die", Duration::from_secs(10), || {
-        std::fs::read_to_string(format!("{proc_dir}/stat"))
-            .map_or(true, |s| s.contains(") Z "))
+        std::fs::read_to_string(format!("{proc_dir}/stat")).map_or(true, |s| s.contains(") Z "))
     });
-    let runs = json(&run_in(dir.path(), &["runs", "--data-dir", "data", "--json"]));
+    let runs = json(&run_in(
+        dir.path(),
+        &["runs", "--data-dir", "data", "--json"],
+    ));
     assert_eq!(runs[0]["status"], "cancelled");
 }
 
@@ -226,9 +242,17 @@ tasks:
     let started = std::time::Instant::now();
     let out = run_in(dir.path(), &["run", "wf.yaml", "--json"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(started.elapsed() < Duration::from_secs(20), "the sleep was cut short");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the sleep was cut short"
+    );
     let doc = json(&out);
-    assert!(doc["tasks"]["slow"]["error"].as_str().unwrap().contains("timeout"));
+    assert!(
+        doc["tasks"]["slow"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("timeout")
+    );
 }
 
 #[test]

@@ -32,7 +32,11 @@ fn the_quickstart_runs() {
         .arg("--json")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc = json(&out);
     assert_eq!(doc["status"], "succeeded");
     assert_eq!(doc["outputs"]["total"], 62);

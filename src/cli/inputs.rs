@@ -41,7 +41,9 @@ pub(crate) fn collect(
         let declared = workflow.inputs.iter().find(|i| i.name == key).map(|i| i.ty);
         let value = match declared {
             Some(ValueType::String) => Value::String(raw.to_owned()),
-            _ => serde_yaml::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.to_owned())),
+            _ => {
+                serde_yaml::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
+            }
         };
         inputs.insert(key.to_owned(), value);
     }

@@ -37,10 +37,17 @@ pub(crate) fn outcome(outcome: &RunOutcome, as_json: bool) {
         println!("{doc}");
         return;
     }
-    println!("run {}  {}  {}", outcome.run_id, outcome.workflow, outcome.status);
+    println!(
+        "run {}  {}  {}",
+        outcome.run_id, outcome.workflow, outcome.status
+    );
     for t in &outcome.tasks {
         let items = t.items.map(|n| format!("  {n} items")).unwrap_or_default();
-        let attempts = if t.attempts == 1 { "attempt" } else { "attempts" };
+        let attempts = if t.attempts == 1 {
+            "attempt"
+        } else {
+            "attempts"
+        };
         println!(
             "  {:<24} {:<10} {} {attempts}{items}",
             t.id,
@@ -55,8 +62,7 @@ pub(crate) fn outcome(outcome: &RunOutcome, as_json: bool) {
         println!("error: {e}");
     }
     if !outcome.outputs.is_null() {
-        let pretty = serde_json::to_string_pretty(&outcome.outputs.to_json())
-            .unwrap_or_default();
+        let pretty = serde_json::to_string_pretty(&outcome.outputs.to_json()).unwrap_or_default();
         println!("outputs:\n{pretty}");
     }
 }
@@ -64,14 +70,22 @@ pub(crate) fn outcome(outcome: &RunOutcome, as_json: bool) {
 /// Prints run summaries.
 pub(crate) fn runs(all: &[RunSummary], as_json: bool) {
     if as_json {
-        println!("{}", serde_json::to_string(all).unwrap_or_else(|_| "[]".into()));
+        println!(
+            "{}",
+            serde_json::to_string(all).unwrap_or_else(|_| "[]".into())
+        );
         return;
     }
-    println!("{:<28} {:<24} {:<10} {}", "RUN", "WORKFLOW", "STATUS", "STARTED");
+    println!("{:<28} {:<24} {:<10} STARTED", "RUN", "WORKFLOW", "STATUS");
     for r in all {
         let started = humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.created_ms),
         );
-        println!("{:<28} {:<24} {:<10} {started}", r.id, r.workflow, r.status.as_str());
+        println!(
+            "{:<28} {:<24} {:<10} {started}",
+            r.id,
+            r.workflow,
+            r.status.as_str()
+        );
     }
 }

@@ -9,7 +9,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::output;
-use super::{EXIT_CANCELLED, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, DEFAULT_DATA_DIR};
+use super::{DEFAULT_DATA_DIR, EXIT_CANCELLED, EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
 use crate::engine::{Engine, EngineConfig, RunHandle, RunOutcome};
 use crate::executor::{ExecutorConfig, Executors};
 use crate::store::{MemoryStore, RunStatus, RunStore, SledStore};
@@ -201,7 +201,9 @@ pub(crate) fn runs(args: RunsArgs) -> u8 {
 
 /// Waits for a run with live progress on a terminal; Ctrl-C cancels it.
 async fn follow(engine: &Engine, mut handle: RunHandle, json: bool) -> u8 {
-    let bar = std::io::stderr().is_terminal().then(|| progress_bar(handle.id()));
+    let bar = std::io::stderr()
+        .is_terminal()
+        .then(|| progress_bar(handle.id()));
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut interrupted = false;
     let outcome: Arc<RunOutcome> = loop {

@@ -44,7 +44,9 @@ pub(crate) fn validate(files: &[PathBuf], as_json: bool) -> u8 {
                 if !as_json {
                     println!("{}: valid", file.display());
                 }
-                report.push(json!({ "file": file.display().to_string(), "valid": true, "diagnostics": [] }));
+                report.push(
+                    json!({ "file": file.display().to_string(), "valid": true, "diagnostics": [] }),
+                );
             }
             Err(diagnostics) => {
                 invalid = true;

@@ -143,7 +143,11 @@ fn a_chain_runs_in_order_and_persists_before_dispatching() {
 
 #[test]
 fn independent_tasks_start_together() {
-    let (_, actions) = start(workflow(vec![task("a", &[]), task("b", &[]), task("c", &[0, 1])]));
+    let (_, actions) = start(workflow(vec![
+        task("a", &[]),
+        task("b", &[]),
+        task("c", &[0, 1]),
+    ]));
     assert_eq!(dispatched(&actions), vec![(k(0), 1), (k(1), 1)]);
 }
 
@@ -228,7 +232,11 @@ fn a_timed_out_attempt_is_stopped_and_its_late_result_dropped() {
         }
     );
     match events(&actions)[..] {
-        [JournalEvent::TaskFailed { error, will_retry, .. }] => {
+        [
+            JournalEvent::TaskFailed {
+                error, will_retry, ..
+            },
+        ] => {
             assert_eq!(error.class, "timeout");
             assert!(*will_retry);
         }
@@ -248,12 +256,13 @@ fn a_timed_out_attempt_is_stopped_and_its_late_result_dropped() {
     );
     assert_eq!(s.dropped_results(), 1);
     // A stale timeout timer of attempt 1 does nothing either.
-    assert!(s
-        .apply(Input::TimerFired(Timer::AttemptTimeout {
+    assert!(
+        s.apply(Input::TimerFired(Timer::AttemptTimeout {
             key: k(0),
             attempt: 1
         }))
-        .is_empty());
+        .is_empty()
+    );
     let actions = ok(&mut s, k(0), 2, Value::from("on time"));
     assert_eq!(finished(&actions), Some(RunStatus::Succeeded));
     assert_eq!(s.task_output(0), &Value::from("on time"));
@@ -261,7 +270,11 @@ fn a_timed_out_attempt_is_stopped_and_its_late_result_dropped() {
 
 #[test]
 fn cancel_stops_running_attempts_and_later_results_are_dropped() {
-    let (mut s, _) = start(workflow(vec![task("a", &[]), task("b", &[]), task("c", &[0])]));
+    let (mut s, _) = start(workflow(vec![
+        task("a", &[]),
+        task("b", &[]),
+        task("c", &[0]),
+    ]));
     let actions = s.apply(Input::Cancel {
         reason: "user".into(),
     });
@@ -278,7 +291,12 @@ fn cancel_stops_running_attempts_and_later_results_are_dropped() {
     assert_eq!(s.in_flight(), 0);
     let actions = ok(&mut s, k(0), 1, Value::Null);
     assert!(matches!(actions[..], [Action::ResultDropped { .. }]));
-    assert!(s.apply(Input::Cancel { reason: "again".into() }).is_empty());
+    assert!(
+        s.apply(Input::Cancel {
+            reason: "again".into()
+        })
+        .is_empty()
+    );
 }
 
 #[test]
@@ -289,7 +307,12 @@ fn skips_propagate_unless_the_need_says_always() {
         task: 0,
         condition: NeedCondition::Always,
     }];
-    let (mut s, _) = start(workflow(vec![task("a", &[]), task("b", &[0]), task("c", &[1]), d]));
+    let (mut s, _) = start(workflow(vec![
+        task("a", &[]),
+        task("b", &[0]),
+        task("c", &[1]),
+        d,
+    ]));
     let actions = err(&mut s, k(0), 1, TaskError::fatal("exit", "boom"));
     assert_eq!(s.task_status(1), TaskStatus::Skipped);
     assert_eq!(s.task_status(2), TaskStatus::Skipped);
@@ -341,7 +364,12 @@ fn for_each_respects_max_parallel_and_keeps_item_order() {
     let actions = ok(&mut s, item(0, 4), 1, Value::Int(40));
     assert_eq!(
         s.task_output(0),
-        &Value::List(vec![0, 10, 20, 30, 40].into_iter().map(Value::Int).collect())
+        &Value::List(
+            vec![0, 10, 20, 30, 40]
+                .into_iter()
+                .map(Value::Int)
+                .collect()
+        )
     );
     assert_eq!(dispatched(&actions), vec![(k(1), 1)]);
 }
@@ -388,7 +416,13 @@ fn an_empty_for_each_succeeds_with_an_empty_list() {
 fn the_deadline_fails_the_run_and_stops_attempts() {
     let mut wf = workflow(vec![task("a", &[])]);
     wf.deadline = Some(Duration::from_secs(5));
-    let mut s = RunState::new("r".into(), Arc::new(wf), Map::new(), 1_000, RunConfig::default());
+    let mut s = RunState::new(
+        "r".into(),
+        Arc::new(wf),
+        Map::new(),
+        1_000,
+        RunConfig::default(),
+    );
     let actions = s.apply(Input::Start { now_ms: 3_000 });
     assert!(actions.contains(&Action::StartTimer {
         timer: Timer::Deadline,
@@ -405,7 +439,13 @@ fn the_deadline_fails_the_run_and_stops_attempts() {
 
 /// Replays `events` into a fresh state, as a resumed run does.
 fn replayed(wf: &Arc<Workflow>, events: &[JournalEvent]) -> RunState {
-    let mut s = RunState::new("run1".into(), Arc::clone(wf), Map::new(), 0, RunConfig::default());
+    let mut s = RunState::new(
+        "run1".into(),
+        Arc::clone(wf),
+        Map::new(),
+        0,
+        RunConfig::default(),
+    );
     for e in events {
         s.evolve(e);
     }
@@ -414,8 +454,18 @@ fn replayed(wf: &Arc<Workflow>, events: &[JournalEvent]) -> RunState {
 
 #[test]
 fn a_resumed_run_keeps_succeeded_tasks_and_reruns_in_flight_ones_with_new_attempts() {
-    let wf = Arc::new(workflow(vec![task("a", &[]), task("b", &[0]), task("c", &[1])]));
-    let mut s = RunState::new("run1".into(), Arc::clone(&wf), Map::new(), 0, RunConfig::default());
+    let wf = Arc::new(workflow(vec![
+        task("a", &[]),
+        task("b", &[0]),
+        task("c", &[1]),
+    ]));
+    let mut s = RunState::new(
+        "run1".into(),
+        Arc::clone(&wf),
+        Map::new(),
+        0,
+        RunConfig::default(),
+    );
     let mut journal: Vec<JournalEvent> = Vec::new();
     let mut keep = |actions: Vec<Action>| {
         journal.extend(events(&actions).into_iter().cloned());
@@ -427,7 +477,11 @@ fn a_resumed_run_keeps_succeeded_tasks_and_reruns_in_flight_ones_with_new_attemp
     assert_eq!(resumed.task_status(0), TaskStatus::Succeeded);
     assert_eq!(resumed.task_output(0), &Value::from("A"));
     let actions = resumed.apply(Input::Resume { now_ms: 10 });
-    assert_eq!(dispatched(&actions), vec![(k(1), 2)], "only b, with a new attempt");
+    assert_eq!(
+        dispatched(&actions),
+        vec![(k(1), 2)],
+        "only b, with a new attempt"
+    );
     // The old attempt's result (from before the crash) is fenced off.
     assert!(matches!(
         ok(&mut resumed, k(1), 1, Value::Null)[..],
@@ -442,7 +496,13 @@ fn a_crash_is_not_charged_to_the_retry_budget() {
     let mut a = task("a", &[]);
     a.retry = retry_policy(1);
     let wf = Arc::new(workflow(vec![a]));
-    let mut s = RunState::new("run1".into(), Arc::clone(&wf), Map::new(), 0, RunConfig::default());
+    let mut s = RunState::new(
+        "run1".into(),
+        Arc::clone(&wf),
+        Map::new(),
+        0,
+        RunConfig::default(),
+    );
     let journal: Vec<JournalEvent> = events(&s.apply(Input::Start { now_ms: 0 }))
         .into_iter()
         .cloned()
@@ -457,12 +517,22 @@ fn a_crash_is_not_charged_to_the_retry_budget() {
 #[test]
 fn replaying_a_finished_run_restores_its_outcome() {
     let wf = Arc::new(workflow(vec![task("a", &[])]));
-    let mut s = RunState::new("run1".into(), Arc::clone(&wf), Map::new(), 0, RunConfig::default());
+    let mut s = RunState::new(
+        "run1".into(),
+        Arc::clone(&wf),
+        Map::new(),
+        0,
+        RunConfig::default(),
+    );
     let mut journal: Vec<JournalEvent> = events(&s.apply(Input::Start { now_ms: 0 }))
         .into_iter()
         .cloned()
         .collect();
-    journal.extend(events(&ok(&mut s, k(0), 1, Value::Int(1))).into_iter().cloned());
+    journal.extend(
+        events(&ok(&mut s, k(0), 1, Value::Int(1)))
+            .into_iter()
+            .cloned(),
+    );
     let resumed = replayed(&wf, &journal);
     assert_eq!(resumed.status(), RunStatus::Succeeded);
     assert_eq!(resumed.task_output(0), &Value::Int(1));
@@ -473,7 +543,13 @@ fn a_retry_waiting_at_crash_time_runs_again_on_resume() {
     let mut a = task("a", &[]);
     a.retry = retry_policy(3);
     let wf = Arc::new(workflow(vec![a]));
-    let mut s = RunState::new("run1".into(), Arc::clone(&wf), Map::new(), 0, RunConfig::default());
+    let mut s = RunState::new(
+        "run1".into(),
+        Arc::clone(&wf),
+        Map::new(),
+        0,
+        RunConfig::default(),
+    );
     let mut journal: Vec<JournalEvent> = events(&s.apply(Input::Start { now_ms: 0 }))
         .into_iter()
         .cloned()

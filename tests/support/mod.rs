@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 /// A `Command` for the built `symphony` binary, with logs quiet.
 pub fn symphony() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_symphony"));
-    cmd.env_remove("SYMPHONY_DATA_DIR").env("SYMPHONY_LOG", "warn");
+    cmd.env_remove("SYMPHONY_DATA_DIR")
+        .env("SYMPHONY_LOG", "warn");
     cmd
 }
 
