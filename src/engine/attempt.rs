@@ -95,7 +95,7 @@ async fn run_attempt(args: &mut AttemptArgs) -> Result<Value, TaskError> {
     let result = AssertUnwindSafe(args.executor.execute(&args.ctx, input))
         .catch_unwind()
         .await
-        .unwrap_or_else(|panic| Err(TaskError::fatal("panic", panic_text(&panic))));
+        .unwrap_or_else(|panic| Err(TaskError::fatal("panic", panic_text(&*panic))));
     metrics::histogram!("symphony_attempt_duration_seconds", "executor" => args.uses.clone())
         .record(started.elapsed());
     result

@@ -31,7 +31,7 @@ pub use self::event::{JournalEvent, SubmittedSource, TaskKey};
 use self::run::{RunActor, RunArgs, RunMode, RunMsg};
 pub use self::state::{Progress, RunConfig, TaskReport, TaskStatus};
 use crate::executor::Executors;
-use crate::store::{MemoryStore, RunStatus, RunStore, StoreError};
+use crate::store::{RunStatus, RunStore, StoreError};
 use crate::value::{Map, Value};
 use crate::wdl::{Durability, Workflow};
 
@@ -97,8 +97,6 @@ pub struct Shared {
     config: EngineConfig,
     executors: Executors,
     store: Arc<dyn RunStore>,
-    /// Summaries of `durability: none` runs.
-    volatile: Arc<MemoryStore>,
     pool: Arc<Semaphore>,
     events: broadcast::Sender<Arc<RunEvent>>,
     compile: CompileFn,
@@ -169,7 +167,6 @@ impl Engine {
             config,
             executors,
             store,
-            volatile: Arc::new(MemoryStore::new()),
             events,
             compile,
         });
@@ -250,15 +247,13 @@ impl Engine {
             .flatten()
     }
 
-    /// Summaries of every run this engine's stores know.
+    /// Summaries of every durable run in the store (`durability: none`
+    /// runs leave no trace once over).
     ///
     /// # Errors
     /// When the store cannot be read.
     pub fn runs(&self) -> Result<Vec<crate::store::RunSummary>, StoreError> {
-        let mut all = self.shared.store.summaries()?;
-        all.extend(self.shared.volatile.summaries()?);
-        all.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
-        Ok(all)
+        self.shared.store.summaries()
     }
 
     /// Live journal events of every run.

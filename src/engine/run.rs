@@ -385,18 +385,6 @@ impl RunActorState {
                     }),
                 );
             }
-        } else if let Some(summary) = summary {
-            // Volatile runs keep only their summary, in the node's store, so
-            // listings show them.
-            self.shared.volatile.append(
-                AppendBatch {
-                    run: self.run_id.to_string(),
-                    first_seq: 0,
-                    events: Vec::new(),
-                    summary: Some(summary),
-                },
-                Box::new(|_| {}),
-            );
         }
     }
 
