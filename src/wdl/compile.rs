@@ -45,6 +45,9 @@ pub(crate) fn compile(
         return Err(c.report.finish(&c.files.names));
     };
     let raw = parse::workflow(&root, &mut c.report);
+    if !root.is_null() && !matches!(root.kind, Kind::Map(_)) {
+        return Err(c.report.finish(&c.files.names));
+    }
     let workflow = c.workflow(&root, &raw);
     if c.report.is_empty() {
         Ok(workflow)
@@ -364,10 +367,10 @@ impl Compiler<'_> {
         for (name, task) in entries {
             let who = format!("task \"{}\"", name.value);
             let own = self.checker().partial(task, &who);
-            let mut p = templates.apply(own, &who, &mut self.report);
+            let (mut p, complete) = templates.apply(own, &who, &mut self.report);
             p.timeout = p.timeout.or(timeout);
             p.retry = std::mem::take(&mut p.retry).over(retry.clone());
-            if p.uses.is_none() && !has_key(root, &name.value, "uses") {
+            if p.uses.is_none() && complete && !has_key(root, &name.value, "uses") {
                 let hint = if task.extends.as_ref().is_some_and(|e| !e.is_empty()) {
                     "set it here or in a template it extends, e.g. uses: builtin/echo"
                 } else {
@@ -641,11 +644,12 @@ struct CompiledTasks {
     index: HashMap<String, TaskIdx>,
 }
 
-/// Whether task `id` of the main file wrote `key` (even with a wrong type).
+/// Whether task `id` of the main file wrote `key` (even with a wrong type),
+/// or is not a mapping at all: either way, its absence is already reported.
 fn has_key(root: &Node, id: &str, key: &str) -> bool {
     root.get("tasks")
         .and_then(|t| t.get(id))
-        .is_some_and(|t| t.get(key).is_some())
+        .is_some_and(|t| t.get(key).is_some() || !(t.is_null() || matches!(t.kind, Kind::Map(_))))
 }
 
 fn contains_expression(node: &Node) -> bool {
@@ -662,5 +666,218 @@ fn a_value(v: &Value) -> String {
         "null" => "null".into(),
         "int" => "an int".into(),
         other => format!("a {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::wdl::model::{Backoff, NeedCondition, RetryPolicy, Scope};
+
+    const EXECUTORS: [&str; 4] = ["builtin/echo", "builtin/noop", "http", "model/*"];
+
+    fn ok(text: &str) -> Workflow {
+        compile(&Sources::new("t.yaml", text), &EXECUTORS)
+            .unwrap_or_else(|d| panic!("does not compile:\n{d}"))
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        compile(&Sources::new("t.yaml", text), &EXECUTORS)
+            .expect_err("compiles")
+            .iter()
+            .map(|d| d.message.clone())
+            .collect()
+    }
+
+    struct Run {
+        inputs: BTreeMap<String, Value>,
+        outputs: Vec<Value>,
+        item: Option<Value>,
+    }
+
+    impl Scope for Run {
+        fn input(&self, name: &str) -> Option<&Value> {
+            self.inputs.get(name)
+        }
+        fn task_outputs(&self, task: TaskIdx) -> Option<&Value> {
+            self.outputs.get(task)
+        }
+        fn item(&self) -> Option<&Value> {
+            self.item.as_ref()
+        }
+        fn index(&self) -> Option<usize> {
+            self.item.as_ref().map(|_| 0)
+        }
+    }
+
+    #[test]
+    fn tasks_come_in_topological_order_with_resolved_needs() {
+        let wf = ok(
+            "version: 1\nname: x\ntasks:\n  c:\n    uses: builtin/echo\n    needs: [b, {task: a, if: always}]\n  b:\n    uses: builtin/echo\n    needs: [a]\n  a:\n    uses: builtin/echo\n  d:\n    uses: builtin/noop\n",
+        );
+        let ids: Vec<&str> = wf.tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c", "d"]);
+        let c = &wf.tasks[2];
+        assert_eq!(c.needs[0].task, 1);
+        assert_eq!(c.needs[1].task, 0);
+        assert_eq!(c.needs[1].condition, NeedCondition::Always);
+        assert_eq!(c.with, Template::Value(Value::Map(Default::default())));
+    }
+
+    #[test]
+    fn retry_merges_field_by_field_and_with_key_by_key() {
+        let wf = ok(r#"
+version: 1
+name: x
+defaults:
+  timeout: 1m
+  retry: { max_attempts: 3, initial: 1s }
+templates:
+  base:
+    uses: http
+    timeout: 5s
+    retry: { backoff: fixed, max: 20s }
+    with: { method: GET, url: "http://a" }
+    placement: { labels: { gpu: true, zone: a } }
+tasks:
+  t:
+    extends: base
+    retry: { max: 30s, non_retryable: [bad_input] }
+    with: { url: "http://b", body: 1 }
+    placement: { labels: { zone: b } }
+  u:
+    uses: builtin/echo
+"#);
+        let t = &wf.tasks[0];
+        assert_eq!(t.uses, "http");
+        assert_eq!(t.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(t.retry.max_attempts, 3);
+        assert_eq!(t.retry.backoff, Backoff::Fixed);
+        assert_eq!(t.retry.initial, Duration::from_secs(1));
+        assert_eq!(t.retry.max, Duration::from_secs(30));
+        assert_eq!(t.retry.non_retryable, ["bad_input"]);
+        let with = t.with.eval(&run()).unwrap();
+        assert_eq!(with.get("method"), Some(&Value::from("GET")));
+        assert_eq!(with.get("url"), Some(&Value::from("http://b")));
+        assert_eq!(with.get("body"), Some(&Value::Int(1)));
+        assert_eq!(t.placement["gpu"], "true");
+        assert_eq!(t.placement["zone"], "b");
+        // Defaults alone: the built-in policy under them.
+        let u = &wf.tasks[1];
+        assert_eq!(u.timeout, Some(Duration::from_secs(60)));
+        assert_eq!(u.retry.max, RetryPolicy::default().max);
+    }
+
+    fn run() -> Run {
+        let mut inputs = BTreeMap::new();
+        inputs.insert("xs".into(), Value::List(vec![Value::Int(1), Value::Int(2)]));
+        inputs.insert("who".into(), Value::from("ada"));
+        Run {
+            inputs,
+            outputs: vec![Value::from("first"), Value::Null],
+            item: Some(Value::Int(7)),
+        }
+    }
+
+    #[test]
+    fn templates_keep_types_or_interpolate() {
+        let wf = ok(r#"
+version: 1
+name: x
+inputs:
+  xs: list
+  who: { type: string, default: bob }
+tasks:
+  a:
+    uses: builtin/echo
+  b:
+    uses: builtin/echo
+    needs: [a]
+    for_each: ${{ inputs.xs }}
+    when: tasks.a.outputs == 'first'
+    with:
+      typed: ${{ item }}
+      text: "hi ${{ inputs.who }} #${{ index }}: ${{ item }}"
+      list: ["${{ tasks.a.outputs }}", 2]
+outputs:
+  out: ${{ tasks.b.outputs }}
+  msg: "done: ${{ inputs.who }}"
+"#);
+        let b = &wf.tasks[1];
+        let with = b.with.eval(&run()).unwrap();
+        assert_eq!(with.get("typed"), Some(&Value::Int(7)));
+        assert_eq!(with.get("text"), Some(&Value::from("hi ada #0: 7")));
+        assert_eq!(
+            with.get("list"),
+            Some(&Value::List(vec![Value::from("first"), Value::Int(2)]))
+        );
+        assert!(b.when.as_ref().unwrap().eval_bool(&run()).unwrap());
+        let fan = b.for_each.as_ref().unwrap().eval(&run()).unwrap();
+        assert_eq!(fan, Value::List(vec![Value::Int(1), Value::Int(2)]));
+        assert_eq!(wf.outputs[0].0, "out");
+        assert_eq!(
+            wf.outputs[1].1.eval(&run()).unwrap(),
+            Value::from("done: ada")
+        );
+        assert_eq!(wf.inputs[1].default, Some(Value::from("bob")));
+    }
+
+    #[test]
+    fn when_accepts_bools_and_bare_expressions() {
+        let wf = ok(
+            "version: 1\nname: x\ntasks:\n  a:\n    uses: builtin/echo\n    when: false\n  b:\n    uses: builtin/echo\n    when: ${{ true && !false }}\n  c:\n    uses: model/sentiment@production\n",
+        );
+        assert!(
+            !wf.tasks[0]
+                .when
+                .as_ref()
+                .unwrap()
+                .eval_bool(&run())
+                .unwrap()
+        );
+        assert!(
+            wf.tasks[1]
+                .when
+                .as_ref()
+                .unwrap()
+                .eval_bool(&run())
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn imports_are_read_from_sources_only() {
+        let main = "version: 1\nname: x\nimport: [lib/t.yaml]\ntasks:\n  a:\n    extends: echo\n";
+        let errs = errors(main);
+        assert_eq!(
+            errs,
+            [
+                "cannot read imported file \"lib/t.yaml\": it is not among the given sources",
+                "task \"a\" extends \"echo\", which is not a template",
+            ]
+        );
+        let mut sources = Sources::new("dir/main.yaml", main);
+        sources.insert(
+            "dir/lib/t.yaml",
+            "version: 1\ntemplates:\n  echo: { uses: builtin/echo }\n",
+        );
+        let wf = compile(&sources, &EXECUTORS).unwrap();
+        assert_eq!(wf.tasks[0].uses, "builtin/echo");
+    }
+
+    #[test]
+    fn problems_in_unused_templates_are_reported_once() {
+        let errs = errors(
+            "version: 1\nname: x\ntemplates:\n  t:\n    uses: nope\n    timeout: 3x\n    with: ${{ 1 = }}\ntasks:\n  a: { extends: t }\n  b: { extends: t }\n",
+        );
+        assert_eq!(errs.len(), 3, "{errs:?}");
+    }
+
+    #[test]
+    fn the_workflow_is_send_sync_and_static() {
+        fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
+        assert_send_sync::<Workflow>();
     }
 }

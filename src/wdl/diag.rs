@@ -286,7 +286,7 @@ pub(crate) fn closest<'c>(
         }
     }
     let lower = word.to_lowercase();
-    let limit = (word.chars().count() / 3).max(2);
+    let limit = (word.chars().count() / 3).max(1);
     candidates
         .into_iter()
         .filter(|c| *c != word)

@@ -229,7 +229,9 @@ impl Walker<'_> {
                 })
             }),
             outputs: f.get("outputs").and_then(|n| {
-                self.entries(n, "outputs", what, "output", |_, _, v| Some(Any(v.clone())))
+                self.entries(n, "outputs", what, "output", |w, name, v| {
+                    Some(w.any(v, &format!("output \"{}\"", name.value)))
+                })
             }),
         }
     }
@@ -249,7 +251,9 @@ impl Walker<'_> {
                 let f = self.fields(node, INPUT_KEYS, what)?;
                 Some(Input::Spec(InputSpec {
                     ty: f.get("type").and_then(|n| self.keyword(n, "type", what)),
-                    default: f.get("default").map(|n| Any(n.clone())),
+                    default: f
+                        .get("default")
+                        .map(|n| self.any(n, &format!("the default of {what}"))),
                     description: f
                         .get("description")
                         .and_then(|n| self.string(n, "description", what)),
@@ -304,10 +308,16 @@ impl Walker<'_> {
         };
         Task {
             uses: f.get("uses").and_then(|n| self.string(n, "uses", what)),
-            with: f.get("with").map(|n| Any(n.clone())),
+            with: f
+                .get("with")
+                .map(|n| self.any(n, &format!("\"with\" of {what}"))),
             needs: f.get("needs").and_then(|n| self.needs(n, what)),
-            when: f.get("when").map(|n| Any(n.clone())),
-            for_each: f.get("for_each").map(|n| Any(n.clone())),
+            when: f
+                .get("when")
+                .map(|n| self.any(n, &format!("\"when\" of {what}"))),
+            for_each: f
+                .get("for_each")
+                .map(|n| self.any(n, &format!("\"for_each\" of {what}"))),
             max_parallel: f
                 .get("max_parallel")
                 .and_then(|n| self.int(n, "max_parallel", what)),
@@ -399,6 +409,40 @@ impl Walker<'_> {
             })
         });
         Some(Placement { labels })
+    }
+
+    /// A value kept as written; duplicate keys anywhere inside are reported.
+    fn any(&mut self, node: &Node, what: &str) -> Any {
+        self.duplicates(node, what);
+        Any(node.clone())
+    }
+
+    fn duplicates(&mut self, node: &Node, what: &str) {
+        match &node.kind {
+            Kind::Scalar(_) => {}
+            Kind::Seq(items) => {
+                for item in items {
+                    self.duplicates(item, what);
+                }
+            }
+            Kind::Map(entries) => {
+                for (i, (k, v)) in entries.iter().enumerate() {
+                    let key = k.key_text();
+                    if let Some((first, _)) = entries[..i].iter().find(|(f, _)| f.key_text() == key)
+                    {
+                        self.report.error_hint(
+                            k.pos,
+                            format!("duplicate key \"{key}\" in {what}"),
+                            Some(format!(
+                                "\"{key}\" is first set at line {}; keep one",
+                                first.pos.line
+                            )),
+                        );
+                    }
+                    self.duplicates(v, what);
+                }
+            }
+        }
     }
 
     /// The fields of a mapping node; reports unknown and duplicate keys.

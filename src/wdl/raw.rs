@@ -224,7 +224,7 @@ pub(crate) struct Task {
     /// Retry policy, merged field by field over the defaults.
     pub(crate) retry: Option<Retry>,
     /// Templates this task starts from, applied in order.
-    #[schemars(with = "OneOrMany")]
+    #[schemars(with = "Option<OneOrMany>")]
     pub(crate) extends: Option<Vec<Spanned<String>>>,
     /// Where the task may run.
     pub(crate) placement: Option<Placement>,
@@ -257,5 +257,6 @@ pub(crate) struct DetailedNeed {
 #[schemars(deny_unknown_fields)]
 pub(crate) struct Placement {
     /// Labels a node must carry, e.g. `{gpu: "true"}`.
+    #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
     pub(crate) labels: Option<Entries<Spanned<String>>>,
 }

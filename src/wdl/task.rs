@@ -157,6 +157,17 @@ impl Checker<'_, '_> {
                             .into(),
                     ),
                     humantime::DurationError::Empty => ("it is empty".into(), DURATION_HINT.into()),
+                    humantime::DurationError::NumberExpected(at) => (
+                        format!("expected a number at \"{}\"", raw.get(at..).unwrap_or(raw)),
+                        DURATION_HINT.into(),
+                    ),
+                    humantime::DurationError::InvalidCharacter(at) => (
+                        format!(
+                            "unexpected character \"{}\"",
+                            raw.get(at..).and_then(|r| r.chars().next()).unwrap_or(' ')
+                        ),
+                        DURATION_HINT.into(),
+                    ),
                     other => (other.to_string(), DURATION_HINT.into()),
                 };
                 self.report.error_hint(
@@ -338,9 +349,20 @@ impl Templates {
     }
 
     /// `partial` with the templates it extends applied; `who` names it.
-    pub(crate) fn apply(&mut self, partial: Partial, who: &str, report: &mut Report) -> Partial {
+    /// Also tells whether every template it names was found (if not, a
+    /// missing field may well have been meant to come from one).
+    pub(crate) fn apply(
+        &mut self,
+        partial: Partial,
+        who: &str,
+        report: &mut Report,
+    ) -> (Partial, bool) {
+        let complete = partial
+            .extends
+            .iter()
+            .all(|e| self.defs.contains_key(&e.value));
         let mut stack = Vec::new();
-        self.apply_inner(partial, who, report, &mut stack)
+        (self.apply_inner(partial, who, report, &mut stack), complete)
     }
 
     fn apply_inner(

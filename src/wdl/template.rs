@@ -24,9 +24,17 @@ enum Piece<'t> {
     Expr(&'t str, usize),
 }
 
-/// Splits a string into text and expressions; `Err` holds the byte of an
-/// unclosed `${{`.
-fn split(s: &str) -> Result<Vec<Piece<'_>>, usize> {
+/// An expression that does not end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unclosed {
+    /// Byte of its `${{`.
+    open: usize,
+    /// The quote of a string still open at the end, if any.
+    quote: Option<char>,
+}
+
+/// Splits a string into text and expressions.
+fn split(s: &str) -> Result<Vec<Piece<'_>>, Unclosed> {
     let mut pieces = Vec::new();
     let mut rest = 0;
     while let Some(found) = s[rest..].find(OPEN) {
@@ -35,7 +43,7 @@ fn split(s: &str) -> Result<Vec<Piece<'_>>, usize> {
             pieces.push(Piece::Text(&s[rest..open]));
         }
         let inner = open + OPEN.len();
-        let close = find_close(&s[inner..]).ok_or(open)?;
+        let close = find_close(&s[inner..]).map_err(|quote| Unclosed { open, quote })?;
         pieces.push(Piece::Expr(&s[inner..inner + close], inner));
         rest = inner + close + CLOSE.len();
     }
@@ -45,8 +53,9 @@ fn split(s: &str) -> Result<Vec<Piece<'_>>, usize> {
     Ok(pieces)
 }
 
-/// Byte of the `}}` that ends an expression, skipping quoted strings.
-fn find_close(s: &str) -> Option<usize> {
+/// Byte of the `}}` that ends an expression, skipping quoted strings; when
+/// there is none, the quote of a string left open.
+fn find_close(s: &str) -> Result<usize, Option<char>> {
     let mut quote: Option<char> = None;
     let mut escaped = false;
     for (i, c) in s.char_indices() {
@@ -61,11 +70,11 @@ fn find_close(s: &str) -> Option<usize> {
                 }
             }
             None if c == '\'' || c == '"' => quote = Some(c),
-            None if s[i..].starts_with(CLOSE) => return Some(i),
+            None if s[i..].starts_with(CLOSE) => return Ok(i),
             None => {}
         }
     }
-    None
+    Err(quote)
 }
 
 /// Where byte `at` of the expression `inner` (found at byte `start` of the
@@ -113,13 +122,19 @@ pub(crate) fn check_syntax(node: &Node, what: &str, files: &Files<'_>, report: &
             };
             let pieces = match split(value) {
                 Ok(p) => p,
-                Err(open) => {
+                Err(Unclosed { open, quote }) => {
                     let pos = locate(files, node, value, OPEN, open, 0);
-                    report.error_hint(
-                        pos,
-                        format!("unclosed \"${{{{\" in {what}"),
-                        Some("end the expression with }}".into()),
-                    );
+                    let (message, hint) = match quote {
+                        Some(q) => (
+                            format!("unclosed string in an expression in {what}"),
+                            format!("end the string with {q} before }}}}"),
+                        ),
+                        None => (
+                            format!("unclosed \"${{{{\" in {what}"),
+                            "end the expression with }}".to_string(),
+                        ),
+                    };
+                    report.error_hint(pos, message, Some(hint));
                     return;
                 }
             };
@@ -328,7 +343,20 @@ mod tests {
             split("${{ '}}' }}").unwrap(),
             vec![Piece::Expr(" '}}' ", 3)]
         );
-        assert_eq!(split("x ${{ a"), Err(2));
+        assert_eq!(
+            split("x ${{ a"),
+            Err(Unclosed {
+                open: 2,
+                quote: None
+            })
+        );
+        assert_eq!(
+            split("${{ 'a }}"),
+            Err(Unclosed {
+                open: 0,
+                quote: Some('\'')
+            })
+        );
         assert_eq!(
             split("no expressions").unwrap(),
             vec![Piece::Text("no expressions")]

@@ -196,6 +196,7 @@ pub(crate) fn parse(file: u32, text: &str, report: &mut Report) -> Option<Node> 
         stack: Vec::new(),
         root: None,
         documents: 0,
+        refused: false,
         stopped: false,
     };
     let mut parser = Parser::new_from_str(text);
@@ -205,7 +206,9 @@ pub(crate) fn parse(file: u32, text: &str, report: &mut Report) -> Option<Node> 
         report_scan_error(builder.report, pos, &info);
         return None;
     }
-    if builder.stopped && builder.root.is_none() {
+    // Without the aliased values the tree would raise confusing problems
+    // ("task b has no uses"): the refusals are reported alone.
+    if builder.refused || (builder.stopped && builder.root.is_none()) {
         return None;
     }
     Some(
@@ -248,6 +251,8 @@ struct Builder<'r> {
     stack: Vec<Frame>,
     root: Option<Node>,
     documents: usize,
+    /// An anchor, alias or tag was refused: the tree would be misleading.
+    refused: bool,
     /// Set after a problem that makes the rest of the events meaningless.
     stopped: bool,
 }
@@ -263,6 +268,7 @@ impl Builder<'_> {
     }
 
     fn refuse_anchor_and_tag(&mut self, pos: Pos, anchor: usize, tagged: bool) {
+        self.refused |= anchor != 0 || tagged;
         if anchor != 0 {
             self.report.error_hint(
                 pos,

@@ -150,7 +150,11 @@ impl Resolver<'_, '_> {
         let Some(&(_, func, min, max)) = Func::ALL.iter().find(|(n, ..)| *n == name) else {
             let hint = did_you_mean(name, Func::ALL.iter().map(|(n, ..)| *n))
                 .or_else(|| Some("functions are length, contains, default and range".into()));
-            self.problem(ast.start, format!("unknown function \"{name}\""), hint);
+            self.problem(
+                ast.start,
+                format!("unknown function \"{name}\" in {}", self.ctx.who),
+                hint,
+            );
             return (Node::Lit(Value::Null), ValueType::Any);
         };
         if args.len() < min || args.len() > max {
@@ -161,7 +165,11 @@ impl Resolver<'_, '_> {
             };
             self.problem(
                 ast.start,
-                format!("{name}() takes {expected}, found {}", args.len()),
+                format!(
+                    "{name}() in {} takes {expected}, found {}",
+                    self.ctx.who,
+                    args.len()
+                ),
                 None,
             );
         }
@@ -175,11 +183,12 @@ impl Resolver<'_, '_> {
                     self.problem(
                         args[0].start,
                         format!(
-                            "length() needs a string, list, map or bytes, and {} is {}",
+                            "{} calls length() on {}, which is {}",
+                            self.ctx.who,
                             self.source(&args[0]),
                             article(arg_type(0))
                         ),
-                        None,
+                        Some("length() takes a string, list, map or bytes".into()),
                     );
                 }
                 ValueType::Int
@@ -249,14 +258,21 @@ impl Resolver<'_, '_> {
             did_you_mean(name, ROOTS.iter().copied())
                 .or_else(|| Some("expressions start from inputs, tasks, item or index".into()))
         };
-        self.problem(at.start, format!("unknown name \"{name}\""), hint);
+        self.problem(
+            at.start,
+            format!("unknown name \"{name}\" in {}", self.ctx.who),
+            hint,
+        );
     }
 
     fn input(&mut self, root: &Ast, steps: &[RawStep<'_>]) -> (Node, ValueType) {
         let Some(RawStep::Field(name, at)) = steps.first() else {
             self.problem(
                 root.start,
-                "\"inputs\" must be followed by an input name".into(),
+                format!(
+                    "\"inputs\" in {} must be followed by an input name",
+                    self.ctx.who
+                ),
                 Some("write e.g. inputs.reviews".into()),
             );
             return (Node::Lit(Value::Null), ValueType::Any);
@@ -297,7 +313,10 @@ impl Resolver<'_, '_> {
         let Some(RawStep::Field(id, at)) = steps.first() else {
             self.problem(
                 root.start,
-                "\"tasks\" must be followed by a task id".into(),
+                format!(
+                    "\"tasks\" in {} must be followed by a task id",
+                    self.ctx.who
+                ),
                 Some("write e.g. tasks.clean.outputs".into()),
             );
             return (Node::Lit(Value::Null), ValueType::Any);
@@ -322,7 +341,7 @@ impl Resolver<'_, '_> {
                 };
                 self.problem(
                     at,
-                    format!("expected \"outputs\" after tasks.{id}, found {found}"),
+                    format!("expected \"outputs\" after tasks.{id} in {who}, found {found}"),
                     Some(format!("a task's result is read as tasks.{id}.outputs")),
                 );
                 return (Node::Lit(Value::Null), ValueType::Any);
@@ -363,7 +382,7 @@ impl Resolver<'_, '_> {
         if let Some(RawStep::Field(field, at)) = steps.first() {
             self.problem(
                 *at,
-                format!("index is an int and has no field \"{field}\""),
+                format!("{} reads index.{field}, but index is an int", self.ctx.who),
                 None,
             );
         }

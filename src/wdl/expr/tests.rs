@@ -253,16 +253,19 @@ fn resolution_problems_name_the_reader() {
     );
     assert_eq!(
         problems("tasks.score.output"),
-        vec!["expected \"outputs\" after tasks.score, found \"output\""]
+        vec!["expected \"outputs\" after tasks.score in task \"reader\", found \"output\""]
     );
-    assert_eq!(problems("foo"), vec!["unknown name \"foo\""]);
+    assert_eq!(
+        problems("foo"),
+        vec!["unknown name \"foo\" in task \"reader\""]
+    );
     assert_eq!(
         problems("lenght(item)"),
-        vec!["unknown function \"lenght\""]
+        vec!["unknown function \"lenght\" in task \"reader\""]
     );
     assert_eq!(
         problems("contains(item)"),
-        vec!["contains() takes 2 arguments, found 1"]
+        vec!["contains() in task \"reader\" takes 2 arguments, found 1"]
     );
     assert_eq!(
         problems("inputs.name < 3"),
