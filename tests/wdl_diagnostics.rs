@@ -82,6 +82,15 @@ fn every_diagnostic_has_a_position_in_a_named_file() {
 }
 
 #[test]
+fn an_unreadable_file_is_a_diagnostic_without_a_position() {
+    let err = wdl::load(Path::new("tests/fixtures/wdl/nope.yaml"), &EXECUTORS).unwrap_err();
+    assert_eq!(
+        err.render(),
+        "tests/fixtures/wdl/nope.yaml: error: cannot read the workflow file: file not found\n"
+    );
+}
+
+#[test]
 fn valid_files_compile() {
     let files = yaml_files("tests/fixtures/wdl/valid");
     assert!(files.len() >= 3);

@@ -442,8 +442,12 @@ impl Compiler<'_> {
         let task_index = |id: &str| index.get(id).map(|&p| final_of[p]);
         let mut compiled: Vec<Option<Task>> = vec![None; entries.len()];
         for (p, partial) in partials.into_iter().enumerate() {
-            let up = super::graph::upstream(&needs, p);
-            let upstream = |f: TaskIdx| order.get(f).is_some_and(|&q| up[q]);
+            // Only tasks whose expressions read other tasks need this.
+            let up = std::cell::OnceCell::new();
+            let upstream = |f: TaskIdx| {
+                let up = up.get_or_init(|| super::graph::upstream(&needs, p));
+                order.get(f).is_some_and(|&q| up[q])
+            };
             let id = ids[p];
             let who = format!("task \"{id}\"");
             let ctx = |items| Context {

@@ -65,3 +65,53 @@ pub fn check_inputs(
         Err(problems)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wdl::compile_str;
+
+    fn workflow() -> Workflow {
+        let text = "version: 1\nname: w\ninputs:\n  reviews: list\n  threshold: { type: float, default: 0.5 }\n  label: { type: string, default: x }\n  extra: { type: map, default: null }\ntasks:\n  a: { uses: exec }\n";
+        compile_str("w.yaml", text, &["exec"]).unwrap()
+    }
+
+    fn given(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_fill_in_and_ints_widen_to_floats() {
+        let out = check_inputs(
+            &workflow(),
+            &given(&[
+                ("reviews", Value::List(vec![])),
+                ("threshold", Value::Int(1)),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(out["threshold"], Value::Float(1.0));
+        assert_eq!(out["label"], Value::from("x"));
+        assert_eq!(out["extra"], Value::Null);
+    }
+
+    #[test]
+    fn every_problem_is_reported_by_name() {
+        let err = check_inputs(
+            &workflow(),
+            &given(&[("treshold", Value::Int(1)), ("label", Value::Int(2))]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            [
+                "unknown input \"treshold\"; did you mean \"threshold\"?",
+                "missing required input \"reviews\" (list)",
+                "input \"label\" must be a string, found int",
+            ]
+        );
+    }
+}
