@@ -68,7 +68,11 @@ async fn submit(engine: &Engine, executors: &Executors, yaml: &str) -> symphony:
     let wf = wdl::compile(&sources, executors).unwrap();
     let inputs = wdl::check_inputs(&wf, &Map::new()).unwrap();
     engine
-        .submit(Arc::new(wf), SubmittedSource::from_sources(&sources), inputs)
+        .submit(
+            Arc::new(wf),
+            SubmittedSource::from_sources(&sources),
+            inputs,
+        )
         .await
         .unwrap()
 }
@@ -94,7 +98,10 @@ async fn a_panicking_executor_fails_its_attempt_not_the_node() {
 
     // The engine carries on.
     let ok = "version: 1\nname: ok\ndurability: none\ntasks:\n  a:\n    uses: builtin/noop\n";
-    assert_eq!(submit(&engine, &ex, ok).await.wait().await.status, RunStatus::Succeeded);
+    assert_eq!(
+        submit(&engine, &ex, ok).await.wait().await.status,
+        RunStatus::Succeeded
+    );
     engine.shutdown().await;
 }
 
@@ -106,7 +113,12 @@ async fn the_executor_pool_bounds_attempts_across_runs() {
         slots: 3,
         ..EngineConfig::default()
     };
-    let engine = engine(Arc::new(symphony::store::MemoryStore::new()), ex.clone(), config).await;
+    let engine = engine(
+        Arc::new(symphony::store::MemoryStore::new()),
+        ex.clone(),
+        config,
+    )
+    .await;
     let yaml = "version: 1\nname: g\ndurability: none\ninputs:\n  xs: { type: list, default: [1,2,3,4,5,6,7,8,9,10] }\ntasks:\n  fan:\n    uses: test/gauge\n    for_each: ${{ inputs.xs }}\n";
     let mut a = submit(&engine, &ex, yaml).await;
     let mut b = submit(&engine, &ex, yaml).await;
@@ -127,7 +139,10 @@ async fn max_parallel_bounds_items_of_one_task() {
     )
     .await;
     let yaml = "version: 1\nname: g\ndurability: none\ninputs:\n  xs: { type: list, default: [1,2,3,4,5,6,7,8,9,10,11,12] }\ntasks:\n  fan:\n    uses: test/gauge\n    for_each: ${{ inputs.xs }}\n    max_parallel: 2\n";
-    assert_eq!(submit(&engine, &ex, yaml).await.wait().await.status, RunStatus::Succeeded);
+    assert_eq!(
+        submit(&engine, &ex, yaml).await.wait().await.status,
+        RunStatus::Succeeded
+    );
     assert_eq!(gauge.max.load(Ordering::SeqCst), 2);
     engine.shutdown().await;
 }
@@ -145,10 +160,17 @@ async fn a_node_restarting_on_its_data_dir_resumes_unfinished_runs() {
         // Wait until `wait` is scheduled, i.e. `first` succeeded durably.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            if handle.progress().await.is_some_and(|p| p.finished == 1 && p.running == 1) {
+            if handle
+                .progress()
+                .await
+                .is_some_and(|p| p.finished == 1 && p.running == 1)
+            {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "run never reached `wait`");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run never reached `wait`"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         engine.shutdown().await;
@@ -158,7 +180,10 @@ async fn a_node_restarting_on_its_data_dir_resumes_unfinished_runs() {
     // journaled source is what counts, so patch nothing; instead cancel after
     // checking it resumed where it was.
     let store = Arc::new(SledStore::open(dir.path()).unwrap());
-    assert_eq!(store.summary(&run_id).unwrap().unwrap().status, RunStatus::Running);
+    assert_eq!(
+        store.summary(&run_id).unwrap().unwrap().status,
+        RunStatus::Running
+    );
     let engine = engine(store.clone(), ex.clone(), EngineConfig::default()).await;
     let handles = engine.resume_incomplete().await.unwrap();
     assert_eq!(handles.len(), 1);
@@ -177,8 +202,17 @@ async fn a_node_restarting_on_its_data_dir_resumes_unfinished_runs() {
     handle.cancel("test over");
     let outcome = handle.wait().await;
     assert_eq!(outcome.status, RunStatus::Cancelled);
-    assert_eq!(outcome.tasks[0].attempts, 1, "first ran once, before the restart");
-    assert_eq!(outcome.tasks[1].attempts, 2, "wait ran again with a new attempt");
+    assert_eq!(
+        outcome.tasks[0].attempts, 1,
+        "first ran once, before the restart"
+    );
+    assert_eq!(
+        outcome.tasks[1].attempts, 2,
+        "wait ran again with a new attempt"
+    );
     engine.shutdown().await;
-    assert_eq!(store.summary(&run_id).unwrap().unwrap().status, RunStatus::Cancelled);
+    assert_eq!(
+        store.summary(&run_id).unwrap().unwrap().status,
+        RunStatus::Cancelled
+    );
 }
