@@ -26,6 +26,10 @@ use symphony::store::{MemoryStore, RunStatus, RunStore, SledStore};
 use symphony::value::{Map, Value};
 use symphony::wdl::{self, Durability, Workflow};
 
+/// The binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn compile(yaml: &str) -> Workflow {
     let executors = Executors::standard(&ExecutorConfig::default());
     wdl::compile_str("bench.yaml", yaml, &executors).expect("bench workflow compiles")
@@ -144,41 +148,79 @@ async fn chain(runs: usize) -> (f64, f64) {
     (pct(0.50).as_secs_f64() * 1e6, pct(0.99).as_secs_f64() * 1e6)
 }
 
+/// Median of `reps` runs of a scenario, each on a worker thread of a fresh
+/// runtime (as the binary runs it), with the spread.
+fn measure<F, Fut>(reps: usize, scenario: F) -> (f64, f64, f64)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = f64> + Send + 'static,
+{
+    let mut values: Vec<f64> = (0..reps)
+        .map(|_| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _guard = rt.enter();
+            let task = tokio::spawn(scenario());
+            rt.block_on(task).unwrap()
+        })
+        .collect();
+    values.sort_by(f64::total_cmp);
+    (
+        values[values.len() / 2],
+        values[0],
+        values[values.len() - 1],
+    )
+}
+
 fn main() {
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        if wanted("fanout_none") {
-            let tps = fanout(Arc::new(MemoryStore::new()), Durability::None, 100_000).await;
-            report("fanout_none_100k", tps, "tasks/s", "");
-            report("fanout_none_100k_peak_rss", peak_rss_mb(), "MB", "");
-        }
-        if wanted("runs_none") {
-            let tps = many_runs(Arc::new(MemoryStore::new()), Durability::None, 10_000).await;
-            report("runs_none_10k", tps, "tasks/s", "");
-        }
-        if wanted("fanout_local") {
+    let reps: usize = std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let spread = |min: f64, max: f64| format!(",\"min\":{min:.1},\"max\":{max:.1},\"reps\":{reps}");
+    if wanted("fanout_none") {
+        let (v, lo, hi) = measure(reps, || {
+            fanout(Arc::new(MemoryStore::new()), Durability::None, 100_000)
+        });
+        report("fanout_none_100k", v, "tasks/s", &spread(lo, hi));
+        report("fanout_none_100k_peak_rss", peak_rss_mb(), "MB", "");
+    }
+    if wanted("runs_none") {
+        let (v, lo, hi) = measure(reps, || {
+            many_runs(Arc::new(MemoryStore::new()), Durability::None, 10_000)
+        });
+        report("runs_none_10k", v, "tasks/s", &spread(lo, hi));
+    }
+    if wanted("fanout_local") {
+        let (v, lo, hi) = measure(reps, || async {
             let dir = tempfile::tempdir().unwrap();
             let store = Arc::new(SledStore::open(dir.path()).unwrap());
-            let tps = fanout(store, Durability::Local, 100_000).await;
-            report("fanout_local_100k", tps, "tasks/s", "");
-        }
-        if wanted("runs_local") {
+            fanout(store, Durability::Local, 100_000).await
+        });
+        report("fanout_local_100k", v, "tasks/s", &spread(lo, hi));
+    }
+    if wanted("runs_local") {
+        let (v, lo, hi) = measure(reps, || async {
             let dir = tempfile::tempdir().unwrap();
             let store = Arc::new(SledStore::open(dir.path()).unwrap());
-            let tps = many_runs(store, Durability::Local, 10_000).await;
-            report("runs_local_10k", tps, "tasks/s", "");
-        }
-        if wanted("chain_1kb") {
-            let (p50, p99) = chain(2_000).await;
-            report("chain_1kb_p50", p50, "us", &format!(",\"p99_us\":{p99:.1}"));
-        }
-    });
+            many_runs(store, Durability::Local, 10_000).await
+        });
+        report("runs_local_10k", v, "tasks/s", &spread(lo, hi));
+    }
+    if wanted("chain_1kb") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let (p50, p99) = rt.block_on(tokio::spawn(chain(2_000))).unwrap();
+        report("chain_1kb_p50", p50, "us", &format!(",\"p99_us\":{p99:.1}"));
+    }
 }

@@ -4,8 +4,11 @@
 //! writes them all, flushes once (one fsync for many events), then completes
 //! them in order. Readers go straight to sled.
 //!
-//! Layout: tree `journal`, key `run_id 0x00 seq(u64 BE)`, value the encoded
-//! event; tree `runs`, key `run_id`, value the encoded [`RunSummary`].
+//! Layout: tree `journal`, key `run_id 0x00 first_seq(u64 BE)`, value one
+//! appended batch: its events, each as a little-endian u32 length and the
+//! encoded event (one key per batch, not per event: sled inserts are the
+//! writer's main cost); tree `runs`, key `run_id`, value the encoded
+//! [`RunSummary`].
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -109,11 +112,11 @@ impl RunStore for SledStore {
     fn journal(&self, run: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut prefix = run.as_bytes().to_vec();
         prefix.push(0);
-        self.journal
-            .scan_prefix(prefix)
-            .values()
-            .map(|v| v.map(|v| v.to_vec()).map_err(io))
-            .collect()
+        let mut events = Vec::new();
+        for record in self.journal.scan_prefix(prefix).values() {
+            split_record(&record.map_err(io)?, &mut events)?;
+        }
+        Ok(events)
     }
 
     fn summary(&self, run: &str) -> Result<Option<RunSummary>, StoreError> {
@@ -133,6 +136,33 @@ impl RunStore for SledStore {
         all.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
         Ok(all)
     }
+}
+
+/// One journal record from a batch of encoded events.
+fn join_record(events: &[Vec<u8>]) -> Vec<u8> {
+    let len = events.iter().map(|e| e.len() + 4).sum();
+    let mut record = Vec::with_capacity(len);
+    for event in events {
+        record.extend_from_slice(&(event.len() as u32).to_le_bytes());
+        record.extend_from_slice(event);
+    }
+    record
+}
+
+/// The events of one journal record, appended to `out`.
+fn split_record(mut record: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), StoreError> {
+    while !record.is_empty() {
+        let (len, rest) = record
+            .split_first_chunk::<4>()
+            .ok_or_else(|| StoreError::Corrupt("truncated journal record".into()))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(StoreError::Corrupt("truncated journal record".into()));
+        }
+        out.push(rest[..len].to_vec());
+        record = &rest[len..];
+    }
+    Ok(())
 }
 
 struct Writer {
@@ -167,11 +197,9 @@ impl Writer {
         let mut runs = sled::Batch::default();
         let mut events = 0usize;
         for (batch, _) in group {
-            for (i, event) in batch.events.iter().enumerate() {
-                journal.insert(
-                    journal_key(&batch.run, batch.first_seq + i as u64),
-                    &event[..],
-                );
+            if !batch.events.is_empty() {
+                let key = journal_key(&batch.run, batch.first_seq);
+                journal.insert(key, join_record(&batch.events));
             }
             events += batch.events.len();
             if let Some(summary) = &batch.summary {
@@ -201,6 +229,21 @@ mod tests {
             status,
             created_ms: 1,
             updated_ms: 2,
+        }
+    }
+
+    #[test]
+    fn a_truncated_record_is_reported_not_misread() {
+        let record = join_record(&[vec![1, 2, 3], vec![4]]);
+        let mut out = Vec::new();
+        split_record(&record, &mut out).unwrap();
+        assert_eq!(out, vec![vec![1, 2, 3], vec![4]]);
+        for cut in (1..record.len()).filter(|&c| c != 7) {
+            let mut out = Vec::new();
+            assert!(
+                split_record(&record[..cut], &mut out).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 
