@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
+# Unit, integration and property tests; benches are built by clippy above
+# and run by scripts/bench.sh, not here.
+cargo test --locked --lib --bins --tests

@@ -265,3 +265,32 @@ fn schema_prints_a_json_schema() {
         assert!(text.contains(key), "schema mentions {key}");
     }
 }
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "wf.yaml",
+        "version: 1\nname: i\ndurability: none\ninputs:\n  n: { type: int, default: 1 }\ntasks:\n  a:\n    uses: builtin/noop\n",
+    );
+    write(dir.path(), "list.json", "[1, 2]");
+    write(dir.path(), "broken.json", "{\"n\": ");
+    let cases: [(&[&str], &str); 4] = [
+        (&["-i", "n"], "expected KEY=VALUE"),
+        (&["--inputs", "list.json"], "must hold a JSON object"),
+        (&["--inputs", "broken.json"], "broken.json"),
+        (&["--inputs", "missing.json"], "cannot read inputs file"),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["run", "wf.yaml"];
+        all.extend_from_slice(args);
+        let out = run_in(dir.path(), &all);
+        assert_eq!(out.status.code(), Some(78), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    let unknown = run_in(dir.path(), &["run", "wf.yaml", "-i", "m=2"]);
+    assert_eq!(unknown.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("\"m\""));
+}

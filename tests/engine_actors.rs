@@ -216,3 +216,46 @@ async fn a_node_restarting_on_its_data_dir_resumes_unfinished_runs() {
         RunStatus::Cancelled
     );
 }
+
+#[tokio::test]
+async fn a_corrupt_journal_is_refused_with_a_clear_error_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = executors(&[]);
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let engine = engine(store.clone(), ex.clone(), EngineConfig::default()).await;
+    let yaml = "version: 1\nname: c\ndurability: local\ntasks:\n  wait:\n    uses: builtin/sleep\n    with: { duration: 60s }\n";
+    let handle = submit(&engine, &ex, yaml).await;
+    let id = handle.id().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // RunSubmitted and TaskScheduled are durable.
+    while store.journal(&id).unwrap().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    engine.shutdown().await;
+    // Garbage lands after the good events (a torn or foreign write).
+    let n = store.journal(&id).unwrap().len() as u64;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    store.append(
+        symphony::store::AppendBatch {
+            run: id.clone(),
+            first_seq: n,
+            events: vec![vec![0xff, 0xfe, 0xfd]],
+            summary: None,
+        },
+        Box::new(move |r| {
+            let _ = tx.send(r.is_ok());
+        }),
+    );
+    assert!(rx.await.unwrap());
+    let engine = self::engine(store.clone(), ex.clone(), EngineConfig::default()).await;
+    let err = engine.resume(&id).await.unwrap_err().to_string();
+    assert!(err.contains("corrupt journal record"), "{err}");
+    // Nothing was lost or rewritten: the journal and summary are as they were.
+    assert_eq!(store.journal(&id).unwrap().len() as u64, n + 1);
+    assert_eq!(
+        store.summary(&id).unwrap().unwrap().status,
+        RunStatus::Running
+    );
+    engine.shutdown().await;
+}

@@ -349,12 +349,10 @@ impl RunActorState {
         for action in actions {
             match action {
                 Action::Persist(event) => {
-                    if let Some(status) = final_status(&event) {
-                        summary = Some(self.summary(status));
-                    } else if matches!(event, JournalEvent::RunSubmitted { .. }) {
-                        summary = Some(self.summary(RunStatus::Running));
-                    }
                     if self.journal.is_some() {
+                        if let Some(status) = summary_status(&event) {
+                            summary = Some(self.summary(status));
+                        }
                         batch.push(event.encode());
                     }
                     self.publish(self.next_seq, event);
@@ -524,8 +522,10 @@ impl RunActorState {
     }
 }
 
-fn final_status(event: &JournalEvent) -> Option<RunStatus> {
+/// The status a run's summary records after `event`, when it changes.
+fn summary_status(event: &JournalEvent) -> Option<RunStatus> {
     match event {
+        JournalEvent::RunSubmitted { .. } => Some(RunStatus::Running),
         JournalEvent::RunSucceeded { .. } => Some(RunStatus::Succeeded),
         JournalEvent::RunFailed { .. } => Some(RunStatus::Failed),
         JournalEvent::RunCancelled { .. } => Some(RunStatus::Cancelled),
