@@ -719,32 +719,25 @@ impl RunState {
         let policy = &self.workflow.tasks[idx].retry;
         let failures = self.tasks[idx].slots[key.item.unwrap_or(0) as usize].failures + 1;
         let will_retry = should_retry(policy, &error, failures);
-        if will_retry {
-            let delay = backoff_delay(policy, failures, self.jitter.next_f64());
-            self.record(
-                JournalEvent::TaskFailed {
-                    key,
-                    attempt,
-                    error,
-                    will_retry,
-                },
-                out,
-            );
+        let retry_after =
+            will_retry.then(|| backoff_delay(policy, failures, self.jitter.next_f64()));
+        if !will_retry {
+            self.stop_task(idx, Some(key), out);
+        }
+        self.record(
+            JournalEvent::TaskFailed {
+                key,
+                attempt,
+                error,
+                will_retry,
+            },
+            out,
+        );
+        if let Some(after) = retry_after {
             out.push(Action::StartTimer {
                 timer: Timer::Retry(key),
-                after: delay,
+                after,
             });
-        } else {
-            self.stop_task(idx, Some(key), out);
-            self.record(
-                JournalEvent::TaskFailed {
-                    key,
-                    attempt,
-                    error,
-                    will_retry,
-                },
-                out,
-            );
         }
     }
 
