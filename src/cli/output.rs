@@ -61,7 +61,11 @@ pub(crate) fn outcome(outcome: &RunOutcome, as_json: bool) {
     if let Some(e) = &outcome.error {
         println!("error: {e}");
     }
-    if !outcome.outputs.is_null() {
+    let has_outputs = outcome
+        .outputs
+        .as_map()
+        .map_or(!outcome.outputs.is_null(), |m| !m.is_empty());
+    if has_outputs {
         let pretty = serde_json::to_string_pretty(&outcome.outputs.to_json()).unwrap_or_default();
         println!("outputs:\n{pretty}");
     }
