@@ -7,6 +7,7 @@
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
 pub mod cli;
+pub mod cluster;
 pub mod engine;
 pub mod executor;
 pub mod store;

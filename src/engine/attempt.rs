@@ -25,6 +25,9 @@ pub enum AttemptMsg {
     Run,
 }
 
+// Local only: never crosses nodes (the node agent is the remote face).
+impl ractor::Message for AttemptMsg {}
+
 /// What an attempt needs to run.
 #[derive(Debug)]
 pub struct AttemptArgs {

@@ -9,7 +9,9 @@ use crate::executor::TaskError;
 use crate::value::Value;
 
 /// Identifies one attempt chain: a task, or one item of a `for_each` task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, serde::Serialize,
+)]
 pub struct TaskKey {
     /// Index of the task in the compiled workflow.
     pub task: u32,
@@ -29,7 +31,7 @@ impl TaskKey {
 
 /// The source files a run was submitted with, so it can be recompiled on
 /// resume even if the files changed or vanished.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, serde::Serialize)]
 pub struct SubmittedSource {
     /// Path of the main file, as given.
     pub main: String,
@@ -37,8 +39,10 @@ pub struct SubmittedSource {
     pub files: Vec<(String, String)>,
 }
 
-/// One entry of a run's journal.
-#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+/// One entry of a run's journal. Serialized to JSON (for event streams)
+/// with a `type` field naming the variant in snake case.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum JournalEvent {
     /// The run was accepted. Always the first event.
     RunSubmitted {

@@ -15,6 +15,7 @@
 
 pub mod attempt;
 pub mod event;
+mod query;
 pub mod retry;
 pub mod run;
 pub mod state;
@@ -29,6 +30,7 @@ use tracing::{error, warn};
 
 pub use self::event::{JournalEvent, SubmittedSource, TaskKey};
 use self::run::{RunActor, RunArgs, RunMode, RunMsg};
+pub use self::query::RunInfo;
 pub use self::state::{Progress, RunConfig, TaskReport, TaskStatus};
 use crate::executor::Executors;
 use crate::store::{RunStatus, RunStore, StoreError};
@@ -100,6 +102,9 @@ pub struct Shared {
     pool: Arc<Semaphore>,
     events: broadcast::Sender<Arc<RunEvent>>,
     compile: CompileFn,
+    /// Outcomes of the latest finished runs, so a `none` run can still be
+    /// looked up for a while after it ended.
+    recent: query::Recent,
 }
 
 impl fmt::Debug for Shared {
@@ -169,6 +174,7 @@ impl Engine {
             store,
             events,
             compile,
+            recent: query::Recent::default(),
         });
         let (supervisor, _) = Actor::spawn(None, EngineSupervisor, Arc::clone(&shared))
             .await
@@ -355,6 +361,13 @@ pub enum SupervisorMsg {
         /// Why.
         reason: String,
     },
+    /// Snapshot of a live run (`None` when not live).
+    Snapshot {
+        /// Run id.
+        run_id: String,
+        /// Answer.
+        reply: RpcReplyPort<Option<RunInfo>>,
+    },
     /// Progress of a live run (`None` when not live).
     Progress {
         /// Run id.
@@ -363,6 +376,9 @@ pub enum SupervisorMsg {
         reply: RpcReplyPort<Option<Progress>>,
     },
 }
+
+// Local only: never crosses nodes (the node agent is the remote face).
+impl ractor::Message for SupervisorMsg {}
 
 /// Supervises run actors; holds no data itself.
 #[derive(Debug)]
@@ -442,6 +458,12 @@ impl Actor for EngineSupervisor {
                     let _ = live.actor.cast(RunMsg::Cancel { reason });
                 }
             }
+            SupervisorMsg::Snapshot { run_id, reply } => match state.runs.get(&run_id) {
+                Some(live) => query::snapshot(live.actor.clone(), reply),
+                None => {
+                    let _ = reply.send(None);
+                }
+            },
             SupervisorMsg::Progress { run_id, reply } => match state.runs.get(&run_id) {
                 Some(live) => {
                     let actor = live.actor.clone();

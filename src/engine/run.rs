@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use super::attempt::{AttemptArgs, AttemptMsg, TaskAttempt};
 use super::event::{JournalEvent, SubmittedSource, TaskKey};
 use super::state::{Action, Input, Progress, RunState, Timer};
-use super::{RunEvent, RunOutcome, Shared};
+use super::{RunEvent, RunInfo, RunOutcome, Shared};
 use crate::executor::{AttemptContext, Executor, TaskError};
 use crate::store::{AppendBatch, RunStatus, RunStore, RunSummary, StoreError};
 use crate::value::{Map, Value};
@@ -52,7 +52,12 @@ pub enum RunMsg {
     },
     /// Current progress counts.
     Progress(RpcReplyPort<Progress>),
+    /// Everything known about the run now.
+    Snapshot(RpcReplyPort<RunInfo>),
 }
+
+// Local only: never crosses nodes (the node agent is the remote face).
+impl ractor::Message for RunMsg {}
 
 /// How the run begins.
 #[derive(Debug)]
@@ -273,6 +278,9 @@ impl Actor for RunActor {
             RunMsg::Progress(reply) => {
                 let _ = reply.send(state.machine.progress());
             }
+            RunMsg::Snapshot(reply) => {
+                let _ = reply.send(RunInfo::of(&state.machine, state.created_ms));
+            }
         }
         Ok(())
     }
@@ -308,7 +316,7 @@ impl Actor for RunActor {
 }
 
 /// Rebuilds a run from its journal.
-fn replay(shared: &Shared, run_id: &str) -> Result<(RunState, u64, u64), ActorProcessingErr> {
+pub(crate) fn replay(shared: &Shared, run_id: &str) -> Result<(RunState, u64, u64), ActorProcessingErr> {
     let records = shared.store.journal(run_id)?;
     let mut events = records.iter().map(|r| JournalEvent::decode(r));
     let Some(Ok(JournalEvent::RunSubmitted {
@@ -518,7 +526,9 @@ impl RunActorState {
             tasks: self.machine.task_reports(),
             dropped_results: self.machine.dropped_results(),
         };
-        self.outcome.send_replace(Some(Arc::new(outcome)));
+        let outcome = Arc::new(outcome);
+        self.shared.remember(&outcome, self.created_ms);
+        self.outcome.send_replace(Some(outcome));
     }
 }
 

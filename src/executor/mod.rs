@@ -58,7 +58,9 @@ pub struct AttemptContext {
 }
 
 /// Why an attempt failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, thiserror::Error, bincode::Encode, bincode::Decode, serde::Serialize,
+)]
 #[error("{class}: {message}")]
 pub struct TaskError {
     /// Error class (`exit`, `http`, `timeout`, `panic`, `node_lost`, …);

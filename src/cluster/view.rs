@@ -1,0 +1,88 @@
+//! The membership view every part of a node can read: who is in the
+//! cluster, in what state, with what labels and load.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+/// What this node believes about a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    /// Heartbeats arrive.
+    Up,
+    /// Heartbeats are late (past `suspect_after`); no new work is placed there.
+    Suspect,
+    /// Heartbeats stopped (past `down_after`) or the link broke; its attempts
+    /// fail with class `node_lost` and its session is torn down.
+    Down,
+}
+
+/// One member of the cluster, this node included.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Member {
+    /// Node name.
+    pub name: String,
+    /// Cluster address (`host:port`) it advertises.
+    pub addr: String,
+    /// State as seen from this node (always `up` for itself).
+    pub state: PeerState,
+    /// Labels, for placement constraints.
+    pub labels: BTreeMap<String, String>,
+    /// Attempts it runs at once.
+    pub slots: u32,
+    /// Attempts running or queued there, as last reported.
+    pub load: u32,
+    /// Last heartbeat round trip in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Milliseconds since its last heartbeat (0 for this node).
+    pub last_seen_ms: u64,
+}
+
+/// The cluster as one node sees it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ClusterSnapshot {
+    /// This node's name.
+    pub node: String,
+    /// Whether this node has joined (always true for a node without seeds).
+    pub joined: bool,
+    /// Every known member, this node first, then by name.
+    pub members: Vec<Member>,
+}
+
+/// A shared, cheap-to-clone handle on the membership view.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    inner: Arc<RwLock<ClusterSnapshot>>,
+}
+
+impl ClusterView {
+    /// A view holding only this node.
+    pub fn new(me: Member, joined: bool) -> ClusterView {
+        ClusterView {
+            inner: Arc::new(RwLock::new(ClusterSnapshot {
+                node: me.name.clone(),
+                joined,
+                members: vec![me],
+            })),
+        }
+    }
+
+    /// A copy of the current view.
+    pub fn snapshot(&self) -> ClusterSnapshot {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether this node has joined its cluster (what `/health` reports).
+    pub fn is_joined(&self) -> bool {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).joined
+    }
+
+    /// Changes the view.
+    pub(crate) fn update(&self, f: impl FnOnce(&mut ClusterSnapshot)) {
+        let mut view = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        f(&mut view);
+        let me = view.node.clone();
+        view.members
+            .sort_by(|a, b| (a.name != me, &a.name).cmp(&(b.name != me, &b.name)));
+    }
+}
