@@ -44,7 +44,24 @@ pub struct AttemptArgs {
     /// The node's executor pool.
     pub pool: Arc<Semaphore>,
     /// Where the result goes.
-    pub run: ActorRef<RunMsg>,
+    pub report: Report,
+}
+
+/// Where an attempt's result goes.
+pub enum Report {
+    /// The run actor on this node.
+    Run(ActorRef<RunMsg>),
+    /// Home to another node (the attempt was assigned from there).
+    Remote(std::sync::Mutex<Option<super::remote::ReportFn>>),
+}
+
+impl std::fmt::Debug for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Report::Run(run) => f.debug_tuple("Run").field(&run.get_id()).finish(),
+            Report::Remote(_) => f.write_str("Remote"),
+        }
+    }
 }
 
 /// The attempt actor. Holds no data; its state is its arguments.
@@ -77,11 +94,21 @@ impl Actor for TaskAttempt {
             return Ok(());
         };
         let result = run_attempt(&mut args).await;
-        let _ = args.run.cast(RunMsg::AttemptFinished {
-            key: args.key,
-            attempt: args.ctx.attempt,
-            result,
-        });
+        match &args.report {
+            Report::Run(run) => {
+                let _ = run.cast(RunMsg::AttemptFinished {
+                    key: args.key,
+                    attempt: args.ctx.attempt,
+                    result,
+                });
+            }
+            Report::Remote(send) => {
+                let send = send.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(send) = send {
+                    send(result);
+                }
+            }
+        }
         myself.stop(None);
         Ok(())
     }

@@ -16,6 +16,7 @@
 pub mod attempt;
 pub mod event;
 mod query;
+pub mod remote;
 pub mod retry;
 pub mod run;
 pub mod state;
@@ -105,6 +106,10 @@ pub struct Shared {
     /// Outcomes of the latest finished runs, so a `none` run can still be
     /// looked up for a while after it ended.
     recent: query::Recent,
+    /// Where attempts run, once a cluster is attached.
+    placement: std::sync::OnceLock<Arc<dyn remote::Placement>>,
+    /// Live run actors by run id, for results that come from other nodes.
+    live: std::sync::RwLock<HashMap<String, ActorRef<RunMsg>>>,
 }
 
 impl fmt::Debug for Shared {
@@ -117,6 +122,24 @@ impl fmt::Debug for Shared {
 }
 
 impl Shared {
+    fn live_run(&self, run_id: &str) -> Option<ActorRef<RunMsg>> {
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        live.get(run_id).cloned()
+    }
+
+    fn live_runs(&self) -> Vec<ActorRef<RunMsg>> {
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        live.values().cloned().collect()
+    }
+
+    pub(crate) fn set_live(&self, run_id: &str, actor: Option<ActorRef<RunMsg>>) {
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        match actor {
+            Some(a) => live.insert(run_id.to_owned(), a),
+            None => live.remove(run_id),
+        };
+    }
+
     fn run_config(&self) -> RunConfig {
         RunConfig {
             node: self.config.node.clone(),
@@ -175,6 +198,8 @@ impl Engine {
             events,
             compile,
             recent: query::Recent::default(),
+            placement: std::sync::OnceLock::new(),
+            live: std::sync::RwLock::new(HashMap::new()),
         });
         let (supervisor, _) = Actor::spawn(None, EngineSupervisor, Arc::clone(&shared))
             .await
@@ -491,12 +516,14 @@ impl Actor for EngineSupervisor {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some(run_id) = state.by_actor.remove(&cell.get_id()) {
                     state.runs.remove(&run_id);
+                    state.shared.set_live(&run_id, None);
                 }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 let Some(run_id) = state.by_actor.remove(&cell.get_id()) else {
                     return Ok(());
                 };
+                state.shared.set_live(&run_id, None);
                 let Some(live) = state.runs.remove(&run_id) else {
                     return Ok(());
                 };

@@ -34,6 +34,31 @@ pub fn backoff_delay(policy: &RetryPolicy, failures: u32, random: f64) -> Durati
     half + half.mul_f64(random.clamp(0.0, 1.0))
 }
 
+/// Error class of an attempt whose node was declared down.
+pub const NODE_LOST: &str = "node_lost";
+/// Error class of an attempt refused by a full node.
+pub const OVERLOADED: &str = "overloaded";
+/// Error class of an attempt no node can take (placement labels).
+pub const UNPLACEABLE: &str = "unplaceable";
+
+/// Failures that are not the task's fault: the attempt is placed again and
+/// the retry budget is not charged.
+pub fn uncharged(class: &str) -> bool {
+    matches!(class, NODE_LOST | OVERLOADED | UNPLACEABLE)
+}
+
+/// Delay before placing an uncharged failure again: at once after a lost
+/// node, 20–40 ms after an `overloaded` reply (the node needs a moment), and
+/// 250–500 ms while no node matches the placement labels.
+pub fn replace_delay(class: &str, random: f64) -> Duration {
+    let base = match class {
+        NODE_LOST => return Duration::ZERO,
+        OVERLOADED => Duration::from_millis(20),
+        _ => Duration::from_millis(250),
+    };
+    base + base.mul_f64(random.clamp(0.0, 1.0))
+}
+
 /// A small deterministic generator (splitmix64): jitter must be reproducible
 /// in tests and needs no cryptographic quality.
 #[derive(Debug, Clone)]

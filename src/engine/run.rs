@@ -15,7 +15,9 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::attempt::{AttemptArgs, AttemptMsg, TaskAttempt};
+use super::attempt::{AttemptArgs, AttemptMsg, Report, TaskAttempt};
+use super::remote::{Assignment, Placed};
+use super::retry::{NODE_LOST, UNPLACEABLE};
 use super::event::{JournalEvent, SubmittedSource, TaskKey};
 use super::state::{Action, Input, Progress, RunState, Timer};
 use super::{RunEvent, RunInfo, RunOutcome, Shared};
@@ -54,6 +56,8 @@ pub enum RunMsg {
     Progress(RpcReplyPort<Progress>),
     /// Everything known about the run now.
     Snapshot(RpcReplyPort<RunInfo>),
+    /// A node was declared down: attempts placed there are lost.
+    NodeLost(String),
 }
 
 // Local only: never crosses nodes (the node agent is the remote face).
@@ -108,6 +112,8 @@ pub struct RunActorState {
     /// Actions waiting for the journal: (sequence that must be durable, action).
     deferred: VecDeque<(u64, Action)>,
     attempts: HashMap<ActorId, (TaskKey, u32, ActorRef<AttemptMsg>)>,
+    /// Attempts out on other nodes: key → (attempt, node).
+    remote: HashMap<TaskKey, (u32, String)>,
     created_ms: u64,
     /// `RunSubmitted` of a fresh run, persisted first thing in `post_start`.
     pending_first: Option<JournalEvent>,
@@ -128,7 +134,7 @@ impl Actor for RunActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<RunMsg>,
+        myself: ActorRef<RunMsg>,
         args: RunArgs,
     ) -> Result<RunActorState, ActorProcessingErr> {
         let RunArgs {
@@ -199,10 +205,14 @@ impl Actor for RunActor {
             durable_seq: next_seq,
             deferred: VecDeque::new(),
             attempts: HashMap::new(),
+            remote: HashMap::new(),
             created_ms,
             pending_first: submitted,
             begin: Some(begin),
         };
+        // Registered before `post_start` dispatches anything, so a result from
+        // another node always finds the run.
+        state.shared.set_live(&state.run_id, Some(myself));
         Ok(state)
     }
 
@@ -243,6 +253,7 @@ impl Actor for RunActor {
                     "status" => if result.is_ok() { "succeeded" } else { "failed" }
                 )
                 .increment(1);
+                state.settle_remote(key, attempt);
                 let actions = state.machine.apply(Input::AttemptFinished {
                     key,
                     attempt,
@@ -277,6 +288,17 @@ impl Actor for RunActor {
             }
             RunMsg::Progress(reply) => {
                 let _ = reply.send(state.machine.progress());
+            }
+            RunMsg::NodeLost(node) => {
+                for (key, attempt) in state.lost_on(&node) {
+                    let error = TaskError::retryable(NODE_LOST, format!("node {node} is down"));
+                    let actions = state.machine.apply(Input::AttemptFinished {
+                        key,
+                        attempt,
+                        result: Err(error),
+                    });
+                    state.perform(&myself, actions).await;
+                }
             }
             RunMsg::Snapshot(reply) => {
                 let _ = reply.send(RunInfo::of(&state.machine, state.created_ms));
@@ -414,6 +436,14 @@ impl RunActorState {
                 input,
             } => self.dispatch(myself, key, attempt, input).await,
             Action::StopAttempt { key, attempt } => {
+                if let Some((a, node)) = self.remote.get(&key).cloned() {
+                    if a == attempt {
+                        if let Some(p) = self.shared.placement.get() {
+                            p.stop(&node, &self.run_id, key, attempt);
+                        }
+                        self.settle_remote(key, attempt);
+                    }
+                }
                 if let Some((_, _, actor)) = self
                     .attempts
                     .values()
@@ -435,6 +465,13 @@ impl RunActorState {
                 for (_, _, actor) in self.attempts.values() {
                     actor.kill();
                 }
+                let remote: Vec<_> = self.remote.drain().collect();
+                if let Some(p) = self.shared.placement.get() {
+                    for (key, (attempt, node)) in remote {
+                        p.stop(&node, &self.run_id, key, attempt);
+                        p.released(&node);
+                    }
+                }
                 myself.stop(None);
             }
         }
@@ -448,17 +485,74 @@ impl RunActorState {
         input: Value,
     ) {
         let task = key.task as usize;
-        let (executor, uses) = &self.executors[task];
-        let task_id = &self.machine.workflow().tasks[task].id;
+        let spec = &self.machine.workflow().tasks[task];
+        let task_id = spec.id.clone();
         let idempotency_key = match key.item {
             Some(i) => format!("{}/{task_id}/{i}", self.run_id),
             None => format!("{}/{task_id}", self.run_id),
         };
+        let placed = match self.shared.placement.get() {
+            Some(p) => p.place(&spec.placement),
+            None => Placed::Local,
+        };
+        let failed = match placed {
+            Placed::Local => {
+                self.start_local(myself, key, attempt, task_id, idempotency_key, input)
+                    .await
+            }
+            Placed::Remote(node) => {
+                let placement = self.shared.placement.get().expect("placed remotely");
+                let assignment = Assignment {
+                    run_id: self.run_id.to_string(),
+                    owner: self.shared.config.node.clone(),
+                    key,
+                    task_id,
+                    uses: spec.uses.clone(),
+                    attempt,
+                    idempotency_key,
+                    input,
+                };
+                match placement.assign(&node, assignment) {
+                    Ok(()) => {
+                        self.remote.insert(key, (attempt, node));
+                        None
+                    }
+                    Err(e) => {
+                        placement.released(&node);
+                        Some(TaskError::retryable(NODE_LOST, e))
+                    }
+                }
+            }
+            Placed::Nowhere => Some(TaskError::retryable(
+                UNPLACEABLE,
+                format!("no live node carries the labels {:?}", spec.placement),
+            )),
+        };
+        if let Some(error) = failed {
+            let _ = myself.cast(RunMsg::AttemptFinished {
+                key,
+                attempt,
+                result: Err(error),
+            });
+        }
+    }
+
+    /// Starts an attempt actor on this node; returns the error if it cannot.
+    async fn start_local(
+        &mut self,
+        myself: &ActorRef<RunMsg>,
+        key: TaskKey,
+        attempt: u32,
+        task_id: String,
+        idempotency_key: String,
+        input: Value,
+    ) -> Option<TaskError> {
+        let (executor, uses) = &self.executors[key.task as usize];
         let args = AttemptArgs {
             key,
             ctx: AttemptContext {
                 run_id: self.run_id.to_string(),
-                task_id: task_id.clone(),
+                task_id,
                 item: key.item.map(|i| i as usize),
                 attempt,
                 idempotency_key,
@@ -467,24 +561,44 @@ impl RunActorState {
             uses: Arc::clone(uses),
             input,
             pool: Arc::clone(&self.shared.pool),
-            run: myself.clone(),
+            report: Report::Run(myself.clone()),
         };
         match Actor::spawn_linked(None, TaskAttempt, args, myself.get_cell()).await {
             Ok((actor, _)) => {
                 self.attempts.insert(actor.get_id(), (key, attempt, actor));
+                None
             }
-            Err(e) => {
-                let result = Err(TaskError::retryable(
-                    "spawn",
-                    format!("cannot start attempt: {e}"),
-                ));
-                let _ = myself.cast(RunMsg::AttemptFinished {
-                    key,
-                    attempt,
-                    result,
-                });
+            Err(e) => Some(TaskError::retryable(
+                "spawn",
+                format!("cannot start attempt: {e}"),
+            )),
+        }
+    }
+
+    /// A result for `key` arrived: forget where its remote attempt ran.
+    fn settle_remote(&mut self, key: TaskKey, attempt: u32) {
+        if let Some((a, _)) = self.remote.get(&key) {
+            if *a == attempt {
+                let (_, node) = self.remote.remove(&key).expect("present");
+                if let Some(p) = self.shared.placement.get() {
+                    p.released(&node);
+                }
             }
         }
+    }
+
+    /// `node` is down: its attempts of this run are lost.
+    fn lost_on(&mut self, node: &str) -> Vec<(TaskKey, u32)> {
+        let lost: Vec<_> = self
+            .remote
+            .iter()
+            .filter(|(_, (_, n))| n == node)
+            .map(|(k, (a, _))| (*k, *a))
+            .collect();
+        for (key, attempt) in &lost {
+            self.settle_remote(*key, *attempt);
+        }
+        lost
     }
 
     fn summary(&self, status: RunStatus) -> RunSummary {

@@ -561,7 +561,9 @@ impl RunState {
                     if slot.state != SlotState::Running {
                         return;
                     }
-                    slot.failures += 1;
+                    if !super::retry::uncharged(&error.class) {
+                        slot.failures += 1;
+                    }
                     slot.state = if *will_retry {
                         SlotState::Backoff
                     } else {
@@ -718,9 +720,15 @@ impl RunState {
         let idx = key.task as usize;
         let policy = &self.workflow.tasks[idx].retry;
         let failures = self.tasks[idx].slots[key.item.unwrap_or(0) as usize].failures + 1;
-        let will_retry = should_retry(policy, &error, failures);
-        let retry_after =
-            will_retry.then(|| backoff_delay(policy, failures, self.jitter.next_f64()));
+        let (will_retry, retry_after) = if super::retry::uncharged(&error.class) {
+            // Not the task's fault: place it again, without spending its budget.
+            (true, Some(super::retry::replace_delay(&error.class, self.jitter.next_f64())))
+        } else {
+            let will_retry = should_retry(policy, &error, failures);
+            let delay =
+                will_retry.then(|| backoff_delay(policy, failures, self.jitter.next_f64()));
+            (will_retry, delay)
+        };
         if !will_retry {
             self.stop_task(idx, Some(key), out);
         }

@@ -563,3 +563,30 @@ fn a_retry_waiting_at_crash_time_runs_again_on_resume() {
     let actions = resumed.apply(Input::Resume { now_ms: 0 });
     assert_eq!(dispatched(&actions), vec![(k(0), 2)]);
 }
+
+#[test]
+fn a_lost_node_or_overload_is_retried_without_spending_the_budget() {
+    let mut a = task("a", &[]);
+    a.retry = retry_policy(1);
+    let (mut s, _) = start(workflow(vec![a]));
+    let actions = err(&mut s, k(0), 1, TaskError::retryable("node_lost", "node b is down"));
+    assert!(actions.contains(&Action::StartTimer {
+        timer: Timer::Retry(k(0)),
+        after: Duration::ZERO
+    }));
+    let actions = s.apply(Input::TimerFired(Timer::Retry(k(0))));
+    assert_eq!(dispatched(&actions), vec![(k(0), 2)]);
+    let actions = err(&mut s, k(0), 2, TaskError::retryable("overloaded", "full"));
+    assert!(matches!(
+        events(&actions)[..],
+        [JournalEvent::TaskFailed {
+            will_retry: true,
+            ..
+        }]
+    ));
+    let actions = s.apply(Input::TimerFired(Timer::Retry(k(0))));
+    assert_eq!(dispatched(&actions), vec![(k(0), 3)]);
+    // The budget of one attempt is still whole: a real failure ends it.
+    let actions = err(&mut s, k(0), 3, TaskError::retryable("exit", "boom"));
+    assert_eq!(finished(&actions), Some(RunStatus::Failed));
+}
