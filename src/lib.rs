@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cluster;
 pub mod engine;
 pub mod executor;
+pub mod node;
 pub mod store;
 pub mod value;
 pub mod wdl;

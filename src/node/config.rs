@@ -1,0 +1,1302 @@
+//! A node's configuration: defaults, then a YAML file, then environment
+//! variables, then command-line flags, then one [`NodeConfig::validate`]
+//! that reports every problem at once.
+//!
+//! Every option has all four forms; a later layer replaces an option of an
+//! earlier one as a whole (a list or map is not merged). `cookie` and
+//! `cookie_file` are one option given two ways, as are `api_token` and
+//! `api_token_file`: a later layer's `cookie_file` replaces an earlier
+//! layer's `cookie`.
+//!
+//! | YAML key | flag | environment variable | default |
+//! |---|---|---|---|
+//! | `name` | `--name` | `SYMPHONY_NODE_NAME` | the host name, else `node` |
+//! | `listen` | `--listen` | `SYMPHONY_LISTEN` | `127.0.0.1:7400` |
+//! | `advertise` | `--advertise` | `SYMPHONY_ADVERTISE` | the `listen` IP, or the host name when that is `0.0.0.0`/`::` |
+//! | `seeds` | `--seed` (repeatable) | `SYMPHONY_SEEDS` (comma-separated) | none |
+//! | `cookie` | `--cookie` | `SYMPHONY_COOKIE` | none |
+//! | `cookie_file` | `--cookie-file` | `SYMPHONY_COOKIE_FILE` | none |
+//! | `labels` | `--label K=V` (repeatable) | `SYMPHONY_LABELS` (`k=v,k=v`) | none |
+//! | `slots` | `--slots` | `SYMPHONY_SLOTS` | 256 |
+//! | `data_dir` | `--data-dir` | `SYMPHONY_DATA_DIR` | `.symphony` |
+//! | `http` | `--http` | `SYMPHONY_HTTP` | `127.0.0.1:8080` |
+//! | `api_token` | `--api-token` | `SYMPHONY_API_TOKEN` | none |
+//! | `api_token_file` | `--api-token-file` | `SYMPHONY_API_TOKEN_FILE` | none |
+//! | `heartbeat.interval` | `--heartbeat-interval` | `SYMPHONY_HEARTBEAT_INTERVAL` | 250ms |
+//! | `heartbeat.suspect_after` | `--suspect-after` | `SYMPHONY_SUSPECT_AFTER` | 1s |
+//! | `heartbeat.down_after` | `--down-after` | `SYMPHONY_DOWN_AFTER` | 2s |
+//! | `exec_allow` | `--exec-allow` (repeatable) | `SYMPHONY_EXEC_ALLOW` (comma-separated) | any command |
+//!
+//! This module reads files (the config file, the cookie and token files) and
+//! the environment; it starts nothing.
+
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_yaml::Value as Yaml;
+
+/// Default cluster address: loopback, so a node started without
+/// configuration is reachable only from its own machine and needs no cookie.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
+/// Default address of the HTTP API: loopback, so it needs no token.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+/// Default number of attempts a node runs at once.
+pub const DEFAULT_SLOTS: usize = 256;
+/// Default data dir, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = ".symphony";
+/// Name used when the host name cannot be read.
+pub const FALLBACK_NAME: &str = "node";
+
+/// Keys a config file may hold at its top level.
+const KEYS: &[&str] = &[
+    "name",
+    "listen",
+    "advertise",
+    "seeds",
+    "cookie",
+    "cookie_file",
+    "labels",
+    "slots",
+    "data_dir",
+    "http",
+    "api_token",
+    "api_token_file",
+    "heartbeat",
+    "exec_allow",
+];
+
+/// Keys of the `heartbeat` section.
+const HEARTBEAT_KEYS: &[&str] = &["interval", "suspect_after", "down_after"];
+
+/// Names other tools use for our keys, for `did you mean`.
+const SYNONYMS: &[(&str, &str)] = &[
+    ("bind", "listen"),
+    ("address", "listen"),
+    ("port", "listen"),
+    ("peers", "seeds"),
+    ("seed", "seeds"),
+    ("join", "seeds"),
+    ("secret", "cookie"),
+    ("token", "api_token"),
+    ("label", "labels"),
+    ("tags", "labels"),
+    ("workers", "slots"),
+    ("concurrency", "slots"),
+    ("dir", "data_dir"),
+    ("data", "data_dir"),
+    ("api", "http"),
+    ("hostname", "advertise"),
+    ("node_name", "name"),
+];
+
+/// Failure detection between nodes. Durations are written the `humantime`
+/// way (`250ms`, `1s`, `1m 30s`) or, in YAML, as a number of milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatConfig {
+    /// How often a node sends a heartbeat to each peer. Default 250ms.
+    pub interval: Duration,
+    /// Without a heartbeat for this long, a peer is suspect: no new work is
+    /// placed there. Default 1s.
+    pub suspect_after: Duration,
+    /// Without a heartbeat for this long, a peer is down: its attempts fail
+    /// with class `node_lost` and run again elsewhere. Default 2s.
+    pub down_after: Duration,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            interval: Duration::from_millis(250),
+            suspect_after: Duration::from_secs(1),
+            down_after: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Everything a node needs to start, loaded by [`NodeConfig::load`].
+///
+/// `Debug` hides the cookie and the API token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// The node's name in the cluster, unique there. Default: the host name,
+    /// else `node`. Must not be empty or contain white space.
+    pub name: String,
+    /// Where the node listens for other nodes. Default `127.0.0.1:7400`;
+    /// `0.0.0.0:7400` accepts peers from anywhere (and then needs a cookie).
+    /// Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The host (or `host:port`) peers dial to reach this node. Default: the
+    /// `listen` IP, or the host name when `listen` is `0.0.0.0` or `::`.
+    pub advertise: Option<String>,
+    /// Cluster addresses (`host:port`) of nodes to join through; any one
+    /// answering is enough. Default: none (the node starts a cluster).
+    pub seeds: Vec<String>,
+    /// The shared secret every node of a cluster must present. Required
+    /// unless the node has no seeds and listens on loopback.
+    pub cookie: Option<String>,
+    /// A file holding the cookie (surrounding white space is ignored);
+    /// read when the configuration is loaded.
+    pub cookie_file: Option<PathBuf>,
+    /// Labels for placement constraints (`placement: { labels: {...} }`).
+    /// Default: none.
+    pub labels: BTreeMap<String, String>,
+    /// Attempts the node executes at once. Default 256; at least 1.
+    pub slots: usize,
+    /// Where the node keeps its journals and run summaries. Default
+    /// `.symphony`.
+    pub data_dir: PathBuf,
+    /// Where the HTTP API listens. Default `127.0.0.1:8080`.
+    pub http: SocketAddr,
+    /// The bearer token the HTTP API requires. Required when `http` is not
+    /// a loopback address; optional (but enforced when set) otherwise.
+    pub api_token: Option<String>,
+    /// A file holding the API token (surrounding white space is ignored).
+    pub api_token_file: Option<PathBuf>,
+    /// Heartbeats and failure detection.
+    pub heartbeat: HeartbeatConfig,
+    /// The commands `exec` tasks may run, by argv\[0\] (see
+    /// [`ExecutorConfig::exec_allow`](crate::executor::ExecutorConfig)).
+    /// Default `None`: any command. An empty list allows none.
+    pub exec_allow: Option<Vec<String>>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: default_name(),
+            listen: DEFAULT_LISTEN.parse().expect("default listen address"),
+            advertise: None,
+            seeds: Vec::new(),
+            cookie: None,
+            cookie_file: None,
+            labels: BTreeMap::new(),
+            slots: DEFAULT_SLOTS,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            http: DEFAULT_HTTP.parse().expect("default http address"),
+            api_token: None,
+            api_token_file: None,
+            heartbeat: HeartbeatConfig::default(),
+            exec_allow: None,
+        }
+    }
+}
+
+impl fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "<hidden>");
+        f.debug_struct("NodeConfig")
+            .field("name", &self.name)
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("seeds", &self.seeds)
+            .field("cookie", &hidden(&self.cookie))
+            .field("cookie_file", &self.cookie_file)
+            .field("labels", &self.labels)
+            .field("slots", &self.slots)
+            .field("data_dir", &self.data_dir)
+            .field("http", &self.http)
+            .field("api_token", &hidden(&self.api_token))
+            .field("api_token_file", &self.api_token_file)
+            .field("heartbeat", &self.heartbeat)
+            .field("exec_allow", &self.exec_allow)
+            .finish()
+    }
+}
+
+/// Every problem found while loading a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    problems: Vec<String>,
+}
+
+impl ConfigError {
+    /// The problems, one sentence each, naming the option and where it was
+    /// set (`config.yaml: heartbeat.interval: …`, `SYMPHONY_SLOTS: …`,
+    /// `--listen: …`).
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problems.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// `symphony node`: every option as a flag (flags override environment
+/// variables, which override the config file).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NodeArgs {
+    /// A YAML file with the node's configuration (see config/single.yaml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The node's name in the cluster [default: the host name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where to listen for other nodes, IP:PORT [default: 127.0.0.1:7400].
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<String>,
+    /// The host peers dial to reach this node [default: the listen IP, or the
+    /// host name].
+    #[arg(long, value_name = "HOST")]
+    pub advertise: Option<String>,
+    /// A node to join through, HOST:PORT (repeatable, or comma-separated).
+    #[arg(long = "seed", value_name = "HOST:PORT", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// The cluster's shared secret (prefer --cookie-file: flags show in `ps`).
+    #[arg(long)]
+    pub cookie: Option<String>,
+    /// A file holding the cluster's shared secret.
+    #[arg(long, value_name = "FILE")]
+    pub cookie_file: Option<PathBuf>,
+    /// A label for placement constraints, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Attempts executed at once [default: 256].
+    #[arg(long, value_name = "N")]
+    pub slots: Option<String>,
+    /// Where journals and run summaries live [default: .symphony].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where the HTTP API listens, IP:PORT [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "IP:PORT")]
+    pub http: Option<String>,
+    /// The bearer token the HTTP API requires (prefer --api-token-file).
+    #[arg(long, value_name = "TOKEN")]
+    pub api_token: Option<String>,
+    /// A file holding the API token.
+    #[arg(long, value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// How often to send heartbeats [default: 250ms].
+    #[arg(long, value_name = "DURATION")]
+    pub heartbeat_interval: Option<String>,
+    /// Silence after which a peer is suspect [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    pub suspect_after: Option<String>,
+    /// Silence after which a peer is down [default: 2s].
+    #[arg(long, value_name = "DURATION")]
+    pub down_after: Option<String>,
+    /// A command `exec` tasks may run (repeatable) [default: any command].
+    #[arg(long = "exec-allow", value_name = "COMMAND")]
+    pub exec_allow: Vec<String>,
+    /// Check the configuration, print it with secrets hidden, and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+impl NodeConfig {
+    /// Loads defaults, the `--config` file, the process environment and the
+    /// flags, in that order, reads the cookie and token files, and
+    /// validates the result.
+    ///
+    /// # Errors
+    /// Every problem found, in every layer, at once.
+    pub fn load(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::load_with_env(args, |key| std::env::var(key).ok())
+    }
+
+    /// [`NodeConfig::load`] with the environment read through `env` (tests
+    /// pass a map instead of the process environment).
+    ///
+    /// # Errors
+    /// Every problem found, in every layer, at once.
+    pub fn load_with_env(
+        args: &NodeArgs,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<NodeConfig, ConfigError> {
+        let mut problems = Vec::new();
+        let mut config = NodeConfig::default();
+        if let Some(path) = &args.config {
+            let base = path.parent().unwrap_or(Path::new(""));
+            file_layer(path, &mut problems).apply(&mut config, base);
+        }
+        env_layer(&env, &mut problems).apply(&mut config, Path::new(""));
+        flag_layer(args, &mut problems).apply(&mut config, Path::new(""));
+        config.resolve_secrets(&mut problems);
+        problems.extend(config.problems());
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// Checks the rules between options: heartbeat durations in order,
+    /// at least one slot, a cookie for a node that can be reached from other
+    /// machines or joins seeds, a token for an API reachable from other
+    /// machines, well-formed seeds and name. Reads the cookie and token
+    /// files when only those are set.
+    ///
+    /// # Errors
+    /// Every rule broken, at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut resolved = self.clone();
+        let mut problems = Vec::new();
+        resolved.resolve_secrets(&mut problems);
+        problems.extend(resolved.problems());
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// The cluster cookie: `cookie`, else the trimmed content of
+    /// `cookie_file` (after [`NodeConfig::load`], always `cookie`).
+    pub fn cookie(&self) -> Option<String> {
+        secret(self.cookie.as_ref(), self.cookie_file.as_deref())
+    }
+
+    /// The API token: `api_token`, else the trimmed content of
+    /// `api_token_file`.
+    pub fn api_token(&self) -> Option<String> {
+        secret(self.api_token.as_ref(), self.api_token_file.as_deref())
+    }
+
+    /// The host peers dial: `advertise` without a port, else the `listen`
+    /// IP, else (when listening on every address) the host name.
+    pub fn advertise_host(&self) -> String {
+        if let Some(advertise) = &self.advertise {
+            return match split_host_port(advertise) {
+                Some((host, _)) => host.to_owned(),
+                None => advertise
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .into(),
+            };
+        }
+        if self.listen.ip().is_unspecified() {
+            hostname().unwrap_or_else(|| FALLBACK_NAME.into())
+        } else {
+            self.listen.ip().to_string()
+        }
+    }
+
+    /// The address peers dial, `host:port`: the advertised host and the
+    /// `listen` port, or `advertise` itself when it carries a port (a node
+    /// behind NAT or a published container port).
+    ///
+    /// With `listen` port 0, this holds port 0: the node must advertise the
+    /// port it actually bound, with [`NodeConfig::cluster_addr_with_port`].
+    pub fn cluster_addr(&self) -> String {
+        self.cluster_addr_with_port(self.listen.port())
+    }
+
+    /// [`NodeConfig::cluster_addr`] for a node that bound `port`.
+    pub fn cluster_addr_with_port(&self, port: u16) -> String {
+        if let Some(advertise) = &self.advertise {
+            if split_host_port(advertise).is_some() {
+                return advertise.clone();
+            }
+        }
+        join_host_port(&self.advertise_host(), port)
+    }
+
+    /// The executor settings this configuration implies.
+    pub fn executor_config(&self) -> crate::executor::ExecutorConfig {
+        crate::executor::ExecutorConfig {
+            exec_allow: self.exec_allow.clone(),
+            ..crate::executor::ExecutorConfig::default()
+        }
+    }
+
+    /// The configuration as YAML a config file could hold, with the cookie
+    /// and the API token replaced by `<hidden>` (for `--check`).
+    pub fn to_redacted_yaml(&self) -> String {
+        let hidden = |s: Option<String>| s.map(|_| "<hidden>".to_string());
+        let doc = serde_json::json!({
+            "name": self.name,
+            "listen": self.listen.to_string(),
+            "advertise": self.advertise,
+            "cluster_addr": self.cluster_addr(),
+            "seeds": self.seeds,
+            "cookie": hidden(self.cookie()),
+            "cookie_file": self.cookie_file,
+            "labels": self.labels,
+            "slots": self.slots,
+            "data_dir": self.data_dir,
+            "http": self.http.to_string(),
+            "api_token": hidden(self.api_token()),
+            "api_token_file": self.api_token_file,
+            "heartbeat": {
+                "interval": humantime::format_duration(self.heartbeat.interval).to_string(),
+                "suspect_after": humantime::format_duration(self.heartbeat.suspect_after).to_string(),
+                "down_after": humantime::format_duration(self.heartbeat.down_after).to_string(),
+            },
+            "exec_allow": self.exec_allow,
+        });
+        serde_yaml::to_string(&doc).unwrap_or_default()
+    }
+
+    /// Reads `cookie_file` and `api_token_file` into `cookie` and
+    /// `api_token` when those are not set.
+    fn resolve_secrets(&mut self, problems: &mut Vec<String>) {
+        if self.cookie.is_none() {
+            if let Some(path) = &self.cookie_file {
+                match read_secret(path) {
+                    Ok(s) => self.cookie = Some(s),
+                    Err(e) => problems.push(format!("cookie_file: {e}")),
+                }
+            }
+        }
+        if self.api_token.is_none() {
+            if let Some(path) = &self.api_token_file {
+                match read_secret(path) {
+                    Ok(s) => self.api_token = Some(s),
+                    Err(e) => problems.push(format!("api_token_file: {e}")),
+                }
+            }
+        }
+    }
+
+    /// The rules between options (secrets already resolved).
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.name.trim().is_empty() {
+            problems.push("name: must not be empty".into());
+        } else if self
+            .name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            problems.push(format!(
+                "name: {:?} must not contain spaces or control characters",
+                self.name
+            ));
+        }
+        if let Some(advertise) = &self.advertise {
+            if advertise.is_empty() || advertise.chars().any(char::is_whitespace) {
+                problems.push(format!(
+                    "advertise: {advertise:?} is not a host name or address"
+                ));
+            }
+        }
+        for seed in &self.seeds {
+            if let Err(e) = check_host_port(seed) {
+                problems.push(format!("seeds: {e}"));
+            }
+        }
+        if self.cookie.as_deref() == Some("") {
+            problems.push("cookie: must not be empty".into());
+        }
+        let reachable = !self.listen.ip().is_loopback();
+        if self.cookie.is_none() && (reachable || !self.seeds.is_empty()) {
+            let why = if self.seeds.is_empty() {
+                format!("listen is {}, which other machines can reach", self.listen)
+            } else {
+                "the node joins seeds".into()
+            };
+            problems.push(format!(
+                "cookie: a cluster cookie is required because {why}; set cookie, cookie_file, SYMPHONY_COOKIE or --cookie"
+            ));
+        }
+        if self.api_token.as_deref() == Some("") {
+            problems.push("api_token: must not be empty".into());
+        }
+        if self.api_token.is_none() && !self.http.ip().is_loopback() {
+            problems.push(format!(
+                "api_token: an API token is required because http is {}, which other machines can reach; set api_token, api_token_file, SYMPHONY_API_TOKEN or --api-token",
+                self.http
+            ));
+        }
+        if self.slots == 0 {
+            problems.push("slots: must be at least 1".into());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push("data_dir: must not be empty".into());
+        }
+        if self.listen.port() != 0
+            && self.listen.port() == self.http.port()
+            && overlap(self.listen.ip(), self.http.ip())
+        {
+            problems.push(format!(
+                "http: {} and listen: {} use the same port",
+                self.http, self.listen
+            ));
+        }
+        let hb = &self.heartbeat;
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        if hb.interval.is_zero() {
+            problems.push("heartbeat.interval: must be longer than 0".into());
+        }
+        if hb.interval >= hb.suspect_after {
+            problems.push(format!(
+                "heartbeat.interval ({}) must be shorter than heartbeat.suspect_after ({})",
+                show(hb.interval),
+                show(hb.suspect_after)
+            ));
+        }
+        if hb.suspect_after >= hb.down_after {
+            problems.push(format!(
+                "heartbeat.suspect_after ({}) must be shorter than heartbeat.down_after ({})",
+                show(hb.suspect_after),
+                show(hb.down_after)
+            ));
+        }
+        for (key, value) in &self.labels {
+            if key.is_empty() {
+                problems.push(format!(
+                    "labels: a label with value {value:?} has an empty key"
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// Whether two listening IPs can clash on one port.
+fn overlap(a: IpAddr, b: IpAddr) -> bool {
+    a == b || a.is_unspecified() || b.is_unspecified()
+}
+
+/// A secret given directly or as a file.
+#[derive(Debug, Clone)]
+enum Secret {
+    Value(String),
+    File(PathBuf),
+}
+
+/// What one layer (file, environment or flags) sets.
+#[derive(Debug, Default)]
+struct Layer {
+    name: Option<String>,
+    listen: Option<SocketAddr>,
+    advertise: Option<String>,
+    seeds: Option<Vec<String>>,
+    cookie: Option<Secret>,
+    labels: Option<BTreeMap<String, String>>,
+    slots: Option<usize>,
+    data_dir: Option<PathBuf>,
+    http: Option<SocketAddr>,
+    api_token: Option<Secret>,
+    interval: Option<Duration>,
+    suspect_after: Option<Duration>,
+    down_after: Option<Duration>,
+    exec_allow: Option<Vec<String>>,
+}
+
+impl Layer {
+    /// Sets what this layer sets; relative file paths are taken from
+    /// `base` (the config file's directory for the file layer).
+    fn apply(self, config: &mut NodeConfig, base: &Path) {
+        let rel = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+        set(&mut config.name, self.name);
+        set(&mut config.listen, self.listen);
+        if self.advertise.is_some() {
+            config.advertise = self.advertise;
+        }
+        set(&mut config.seeds, self.seeds);
+        match self.cookie {
+            Some(Secret::Value(v)) => (config.cookie, config.cookie_file) = (Some(v), None),
+            Some(Secret::File(p)) => (config.cookie, config.cookie_file) = (None, Some(rel(p))),
+            None => {}
+        }
+        set(&mut config.labels, self.labels);
+        set(&mut config.slots, self.slots);
+        set(&mut config.data_dir, self.data_dir.map(rel));
+        set(&mut config.http, self.http);
+        match self.api_token {
+            Some(Secret::Value(v)) => (config.api_token, config.api_token_file) = (Some(v), None),
+            Some(Secret::File(p)) => {
+                (config.api_token, config.api_token_file) = (None, Some(rel(p)));
+            }
+            None => {}
+        }
+        set(&mut config.heartbeat.interval, self.interval);
+        set(&mut config.heartbeat.suspect_after, self.suspect_after);
+        set(&mut config.heartbeat.down_after, self.down_after);
+        if self.exec_allow.is_some() {
+            config.exec_allow = self.exec_allow;
+        }
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// One secret from a value and a file given in the same layer.
+fn one_secret(
+    value: Option<String>,
+    file: Option<PathBuf>,
+    names: (&str, &str),
+    problems: &mut Vec<String>,
+) -> Option<Secret> {
+    match (value, file) {
+        (Some(_), Some(_)) => {
+            problems.push(format!(
+                "{} and {} are both set; give one",
+                names.0, names.1
+            ));
+            None
+        }
+        (Some(v), None) => Some(Secret::Value(v)),
+        (None, Some(p)) => Some(Secret::File(p)),
+        (None, None) => None,
+    }
+}
+
+// ---- the file layer ------------------------------------------------------
+
+fn file_layer(path: &Path, problems: &mut Vec<String>) -> Layer {
+    let shown = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(format!("{shown}: cannot read the config file: {e}"));
+            return Layer::default();
+        }
+    };
+    let doc: Yaml = match serde_yaml::from_str(&text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            problems.push(format!("{shown}: not valid YAML: {e}"));
+            return Layer::default();
+        }
+    };
+    let map = match doc {
+        Yaml::Null => return Layer::default(),
+        Yaml::Mapping(m) => m,
+        other => {
+            problems.push(format!(
+                "{shown}: expected a mapping of options, found {}",
+                yaml_kind(&other)
+            ));
+            return Layer::default();
+        }
+    };
+    let mut file = FileReader {
+        shown: &shown,
+        problems,
+    };
+    let mut layer = Layer::default();
+    let (mut cookie, mut cookie_file, mut token, mut token_file) = (None, None, None, None);
+    for (key, value) in &map {
+        let Some(key) = key.as_str() else {
+            file.problem(
+                "",
+                format!("keys must be strings, found {}", yaml_kind(key)),
+            );
+            continue;
+        };
+        if value.is_null() {
+            // An empty key keeps the default, so a file can list every key.
+            if !KEYS.contains(&key) {
+                file.unknown(key, KEYS, "");
+            }
+            continue;
+        }
+        match key {
+            "name" => layer.name = file.string(key, value),
+            "listen" => layer.listen = file.parsed(key, value, parse_socket_addr),
+            "advertise" => layer.advertise = file.string(key, value),
+            "seeds" => layer.seeds = file.strings(key, value),
+            "cookie" => cookie = file.string(key, value),
+            "cookie_file" => cookie_file = file.string(key, value).map(PathBuf::from),
+            "labels" => layer.labels = file.labels(key, value),
+            "slots" => layer.slots = file.slots(key, value),
+            "data_dir" => layer.data_dir = file.string(key, value).map(PathBuf::from),
+            "http" => layer.http = file.parsed(key, value, parse_socket_addr),
+            "api_token" => token = file.string(key, value),
+            "api_token_file" => token_file = file.string(key, value).map(PathBuf::from),
+            "heartbeat" => file.heartbeat(value, &mut layer),
+            "exec_allow" => layer.exec_allow = file.strings(key, value),
+            other => file.unknown(other, KEYS, ""),
+        }
+    }
+    let in_file = |a: &str| format!("{shown}: {a}");
+    layer.cookie = one_secret(
+        cookie,
+        cookie_file,
+        (&in_file("cookie"), "cookie_file"),
+        file.problems,
+    );
+    layer.api_token = one_secret(
+        token,
+        token_file,
+        (&in_file("api_token"), "api_token_file"),
+        file.problems,
+    );
+    layer
+}
+
+/// Reads values out of a config file, recording problems with the file
+/// name and key.
+struct FileReader<'a> {
+    shown: &'a str,
+    problems: &'a mut Vec<String>,
+}
+
+impl FileReader<'_> {
+    fn problem(&mut self, key: &str, message: impl fmt::Display) {
+        if key.is_empty() {
+            self.problems.push(format!("{}: {message}", self.shown));
+        } else {
+            self.problems
+                .push(format!("{}: {key}: {message}", self.shown));
+        }
+    }
+
+    fn unknown(&mut self, key: &str, known: &[&str], prefix: &str) {
+        let hint = match closest(key, known) {
+            Some(c) => format!("; did you mean \"{prefix}{c}\"?"),
+            None => format!(
+                "; known keys: {}",
+                known
+                    .iter()
+                    .map(|k| format!("{prefix}{k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        self.problem("", format!("unknown key \"{prefix}{key}\"{hint}"));
+    }
+
+    /// A scalar as text (numbers and booleans too, as written).
+    fn string(&mut self, key: &str, value: &Yaml) -> Option<String> {
+        match scalar_text(value) {
+            Some(s) => Some(s),
+            None => {
+                self.problem(key, format!("expected text, found {}", yaml_kind(value)));
+                None
+            }
+        }
+    }
+
+    fn parsed<T>(
+        &mut self,
+        key: &str,
+        value: &Yaml,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let text = self.string(key, value)?;
+        match parse(&text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.problem(key, e);
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, key: &str, value: &Yaml) -> Option<Vec<String>> {
+        let Yaml::Sequence(items) = value else {
+            self.problem(key, format!("expected a list, found {}", yaml_kind(value)));
+            return None;
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match scalar_text(item) {
+                Some(s) => out.push(s),
+                None => self.problem(
+                    &format!("{key}[{i}]"),
+                    format!("expected text, found {}", yaml_kind(item)),
+                ),
+            }
+        }
+        Some(out)
+    }
+
+    fn labels(&mut self, key: &str, value: &Yaml) -> Option<BTreeMap<String, String>> {
+        let Yaml::Mapping(entries) = value else {
+            self.problem(
+                key,
+                format!(
+                    "expected a mapping of names to values, found {}",
+                    yaml_kind(value)
+                ),
+            );
+            return None;
+        };
+        let mut out = BTreeMap::new();
+        for (k, v) in entries {
+            match (scalar_text(k), scalar_text(v)) {
+                (Some(k), Some(v)) => {
+                    out.insert(k, v);
+                }
+                (Some(k), None) => self.problem(
+                    &format!("{key}.{k}"),
+                    format!("expected text, found {}", yaml_kind(v)),
+                ),
+                (None, _) => self.problem(key, "label names must be text"),
+            }
+        }
+        Some(out)
+    }
+
+    fn slots(&mut self, key: &str, value: &Yaml) -> Option<usize> {
+        match value.as_u64().and_then(|n| usize::try_from(n).ok()) {
+            Some(n) => Some(n),
+            None => {
+                let shown = scalar_text(value).unwrap_or_else(|| yaml_kind(value).into());
+                self.problem(key, format!("expected a whole number, found {shown}"));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, key: &str, value: &Yaml) -> Option<Duration> {
+        if let Some(ms) = value.as_u64() {
+            return Some(Duration::from_millis(ms));
+        }
+        self.parsed(key, value, parse_duration)
+    }
+
+    fn heartbeat(&mut self, value: &Yaml, layer: &mut Layer) {
+        let Yaml::Mapping(entries) = value else {
+            self.problem(
+                "heartbeat",
+                format!(
+                    "expected a mapping with interval, suspect_after and down_after, found {}",
+                    yaml_kind(value)
+                ),
+            );
+            return;
+        };
+        for (k, v) in entries {
+            let Some(k) = k.as_str() else {
+                self.problem("heartbeat", "keys must be strings");
+                continue;
+            };
+            let full = format!("heartbeat.{k}");
+            if v.is_null() {
+                if !HEARTBEAT_KEYS.contains(&k) {
+                    self.unknown(k, HEARTBEAT_KEYS, "heartbeat.");
+                }
+                continue;
+            }
+            match k {
+                "interval" => layer.interval = self.duration(&full, v),
+                "suspect_after" => layer.suspect_after = self.duration(&full, v),
+                "down_after" => layer.down_after = self.duration(&full, v),
+                other => self.unknown(other, HEARTBEAT_KEYS, "heartbeat."),
+            }
+        }
+    }
+}
+
+fn scalar_text(value: &Yaml) -> Option<String> {
+    match value {
+        Yaml::String(s) => Some(s.clone()),
+        Yaml::Bool(b) => Some(b.to_string()),
+        Yaml::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn yaml_kind(value: &Yaml) -> &'static str {
+    match value {
+        Yaml::Null => "nothing",
+        Yaml::Bool(_) => "a boolean",
+        Yaml::Number(_) => "a number",
+        Yaml::String(_) => "text",
+        Yaml::Sequence(_) => "a list",
+        Yaml::Mapping(_) => "a mapping",
+        Yaml::Tagged(_) => "a tagged value",
+    }
+}
+
+/// The known key closest to `word`, if close enough to be a likely typo (or
+/// a name another tool uses).
+fn closest<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {
+    if let Some((_, ours)) = SYNONYMS.iter().find(|(theirs, _)| *theirs == word) {
+        if let Some(k) = known.iter().find(|k| *k == ours) {
+            return Some(k);
+        }
+    }
+    let lower = word.to_lowercase().replace('-', "_");
+    if let Some(k) = known.iter().find(|k| **k == lower) {
+        return Some(k);
+    }
+    let limit = (word.chars().count() / 3).max(1);
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(&lower, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, k)| (*d, *k))
+        .map(|(_, k)| k)
+}
+
+// ---- the environment layer -----------------------------------------------
+
+/// Environment variables, by option.
+pub mod env {
+    /// `name`.
+    pub const NAME: &str = "SYMPHONY_NODE_NAME";
+    /// `listen`.
+    pub const LISTEN: &str = "SYMPHONY_LISTEN";
+    /// `advertise`.
+    pub const ADVERTISE: &str = "SYMPHONY_ADVERTISE";
+    /// `seeds`, comma-separated.
+    pub const SEEDS: &str = "SYMPHONY_SEEDS";
+    /// `cookie`.
+    pub const COOKIE: &str = "SYMPHONY_COOKIE";
+    /// `cookie_file`.
+    pub const COOKIE_FILE: &str = "SYMPHONY_COOKIE_FILE";
+    /// `labels`, `k=v,k=v`.
+    pub const LABELS: &str = "SYMPHONY_LABELS";
+    /// `slots`.
+    pub const SLOTS: &str = "SYMPHONY_SLOTS";
+    /// `data_dir`.
+    pub const DATA_DIR: &str = "SYMPHONY_DATA_DIR";
+    /// `http`.
+    pub const HTTP: &str = "SYMPHONY_HTTP";
+    /// `api_token`.
+    pub const API_TOKEN: &str = "SYMPHONY_API_TOKEN";
+    /// `api_token_file`.
+    pub const API_TOKEN_FILE: &str = "SYMPHONY_API_TOKEN_FILE";
+    /// `heartbeat.interval`.
+    pub const HEARTBEAT_INTERVAL: &str = "SYMPHONY_HEARTBEAT_INTERVAL";
+    /// `heartbeat.suspect_after`.
+    pub const SUSPECT_AFTER: &str = "SYMPHONY_SUSPECT_AFTER";
+    /// `heartbeat.down_after`.
+    pub const DOWN_AFTER: &str = "SYMPHONY_DOWN_AFTER";
+    /// `exec_allow`, comma-separated; set but empty allows no command.
+    pub const EXEC_ALLOW: &str = "SYMPHONY_EXEC_ALLOW";
+
+    /// Every variable the node reads.
+    pub const ALL: &[&str] = &[
+        NAME,
+        LISTEN,
+        ADVERTISE,
+        SEEDS,
+        COOKIE,
+        COOKIE_FILE,
+        LABELS,
+        SLOTS,
+        DATA_DIR,
+        HTTP,
+        API_TOKEN,
+        API_TOKEN_FILE,
+        HEARTBEAT_INTERVAL,
+        SUSPECT_AFTER,
+        DOWN_AFTER,
+        EXEC_ALLOW,
+    ];
+}
+
+/// The environment layer. A variable set to the empty string counts as not
+/// set, except `SYMPHONY_EXEC_ALLOW`, where it allows no command.
+fn env_layer(get: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Layer {
+    let var = |name: &str| {
+        get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let mut parsed = |name: &str, parse: &dyn Fn(&str) -> Result<(), String>| {
+        if let Some(v) = var(name) {
+            if let Err(e) = parse(&v) {
+                problems.push(format!("{name}: {e}"));
+            }
+        }
+    };
+    // Each parser stores into its own slot; `parsed` records the problems.
+    let listen = OnceCell::new();
+    let http = OnceCell::new();
+    let slots = OnceCell::new();
+    let interval = OnceCell::new();
+    let suspect_after = OnceCell::new();
+    let down_after = OnceCell::new();
+    let labels = OnceCell::new();
+    parsed(env::LISTEN, &|v| store(&listen, parse_socket_addr(v)));
+    parsed(env::HTTP, &|v| store(&http, parse_socket_addr(v)));
+    parsed(env::SLOTS, &|v| store(&slots, parse_slots(v)));
+    parsed(env::HEARTBEAT_INTERVAL, &|v| {
+        store(&interval, parse_duration(v))
+    });
+    parsed(env::SUSPECT_AFTER, &|v| {
+        store(&suspect_after, parse_duration(v))
+    });
+    parsed(env::DOWN_AFTER, &|v| store(&down_after, parse_duration(v)));
+    parsed(env::LABELS, &|v| {
+        let map = comma_list(v)
+            .iter()
+            .map(|pair| parse_label(pair))
+            .collect::<Result<BTreeMap<_, _>, _>>();
+        store(&labels, map)
+    });
+    Layer {
+        name: var(env::NAME),
+        listen: listen.into_inner(),
+        advertise: var(env::ADVERTISE),
+        seeds: var(env::SEEDS).map(|s| comma_list(&s)),
+        cookie: one_secret(
+            var(env::COOKIE),
+            var(env::COOKIE_FILE).map(PathBuf::from),
+            (env::COOKIE, env::COOKIE_FILE),
+            problems,
+        ),
+        labels: labels.into_inner(),
+        slots: slots.into_inner(),
+        data_dir: var(env::DATA_DIR).map(PathBuf::from),
+        http: http.into_inner(),
+        api_token: one_secret(
+            var(env::API_TOKEN),
+            var(env::API_TOKEN_FILE).map(PathBuf::from),
+            (env::API_TOKEN, env::API_TOKEN_FILE),
+            problems,
+        ),
+        interval: interval.into_inner(),
+        suspect_after: suspect_after.into_inner(),
+        down_after: down_after.into_inner(),
+        exec_allow: get(env::EXEC_ALLOW).map(|s| comma_list(&s)),
+    }
+}
+
+fn store<T>(cell: &OnceCell<T>, value: Result<T, String>) -> Result<(), String> {
+    let _ = cell.set(value?);
+    Ok(())
+}
+
+fn comma_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+// ---- the flag layer --------------------------------------------------------
+
+fn flag_layer(args: &NodeArgs, problems: &mut Vec<String>) -> Layer {
+    let labels = (!args.labels.is_empty()).then(|| {
+        let mut map = BTreeMap::new();
+        for pair in &args.labels {
+            match parse_label(pair) {
+                Ok((k, v)) => {
+                    map.insert(k, v);
+                }
+                Err(e) => problems.push(format!("--label: {e}")),
+            }
+        }
+        map
+    });
+    let mut check =
+        |flag: &str, value: Option<&String>, parse: &dyn Fn(&str) -> Result<(), String>| {
+            if let Some(v) = value {
+                if let Err(e) = parse(v.trim()) {
+                    problems.push(format!("--{flag}: {e}"));
+                }
+            }
+        };
+    let listen = OnceCell::new();
+    let http = OnceCell::new();
+    let slots = OnceCell::new();
+    let interval = OnceCell::new();
+    let suspect_after = OnceCell::new();
+    let down_after = OnceCell::new();
+    check("listen", args.listen.as_ref(), &|v| {
+        store(&listen, parse_socket_addr(v))
+    });
+    check("http", args.http.as_ref(), &|v| {
+        store(&http, parse_socket_addr(v))
+    });
+    check("slots", args.slots.as_ref(), &|v| {
+        store(&slots, parse_slots(v))
+    });
+    check(
+        "heartbeat-interval",
+        args.heartbeat_interval.as_ref(),
+        &|v| store(&interval, parse_duration(v)),
+    );
+    check("suspect-after", args.suspect_after.as_ref(), &|v| {
+        store(&suspect_after, parse_duration(v))
+    });
+    check("down-after", args.down_after.as_ref(), &|v| {
+        store(&down_after, parse_duration(v))
+    });
+    Layer {
+        name: args.name.clone(),
+        listen: listen.into_inner(),
+        advertise: args.advertise.clone(),
+        seeds: (!args.seeds.is_empty()).then(|| comma_list(&args.seeds.join(","))),
+        cookie: one_secret(
+            args.cookie.clone(),
+            args.cookie_file.clone(),
+            ("--cookie", "--cookie-file"),
+            problems,
+        ),
+        labels,
+        slots: slots.into_inner(),
+        data_dir: args.data_dir.clone(),
+        http: http.into_inner(),
+        api_token: one_secret(
+            args.api_token.clone(),
+            args.api_token_file.clone(),
+            ("--api-token", "--api-token-file"),
+            problems,
+        ),
+        interval: interval.into_inner(),
+        suspect_after: suspect_after.into_inner(),
+        down_after: down_after.into_inner(),
+        exec_allow: (!args.exec_allow.is_empty()).then(|| args.exec_allow.clone()),
+    }
+}
+
+// ---- value parsers ---------------------------------------------------------
+
+fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "{text:?} is not an address; expected IP:PORT such as 127.0.0.1:7400 or 0.0.0.0:7400"
+        )
+    })
+}
+
+fn parse_slots(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number"))
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. 250ms, 1s or 2m"))
+}
+
+fn parse_label(pair: &str) -> Result<(String, String), String> {
+    match pair.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("{pair:?} is not a label; expected KEY=VALUE")),
+    }
+}
+
+/// `host:port` → (host, port) when the text ends in a valid port; IPv6
+/// hosts are written in brackets (`[::1]:7400`).
+fn split_host_port(text: &str) -> Option<(&str, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = match host.strip_prefix('[') {
+        Some(inner) => inner.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    Some((host, port))
+}
+
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Checks a seed: a non-empty host and a port from 1 to 65535.
+fn check_host_port(seed: &str) -> Result<(), String> {
+    match split_host_port(seed) {
+        Some((host, port))
+            if !host.is_empty() && port != 0 && !host.chars().any(char::is_whitespace) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "{seed:?} is not HOST:PORT (e.g. node1:7401, 10.0.0.5:7400 or [::1]:7400)"
+        )),
+    }
+}
+
+// ---- secrets and the host name --------------------------------------------
+
+fn read_secret(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(secret.to_owned())
+}
+
+fn secret(value: Option<&String>, file: Option<&Path>) -> Option<String> {
+    value
+        .cloned()
+        .or_else(|| file.and_then(|p| read_secret(p).ok()))
+}
+
+/// The default node name: the host name, else `node`.
+fn default_name() -> String {
+    hostname()
+        .filter(|h| !h.chars().any(char::is_whitespace))
+        .unwrap_or_else(|| FALLBACK_NAME.into())
+}
+
+/// This machine's host name, from the kernel (Linux) or `/etc/hostname`.
+fn hostname() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ports_split_with_ipv6_brackets() {
+        assert_eq!(split_host_port("node1:7401"), Some(("node1", 7401)));
+        assert_eq!(split_host_port("[::1]:7400"), Some(("::1", 7400)));
+        assert_eq!(split_host_port("::1"), None);
+        assert_eq!(split_host_port("node1"), None);
+        assert_eq!(split_host_port("node1:x"), None);
+        assert!(check_host_port("node1:0").is_err());
+        assert!(check_host_port(":7400").is_err());
+        assert!(check_host_port("10.0.0.5:7400").is_ok());
+    }
+
+    #[test]
+    fn cluster_addr_uses_advertise_then_listen() {
+        let mut c = NodeConfig {
+            listen: "10.0.0.5:7400".parse().unwrap(),
+            ..NodeConfig::default()
+        };
+        assert_eq!(c.cluster_addr(), "10.0.0.5:7400");
+        c.advertise = Some("node1".into());
+        assert_eq!(c.cluster_addr(), "node1:7400");
+        assert_eq!(c.cluster_addr_with_port(9000), "node1:9000");
+        c.advertise = Some("public.example:17400".into());
+        assert_eq!(c.cluster_addr(), "public.example:17400");
+        assert_eq!(c.advertise_host(), "public.example");
+        c.advertise = Some("::1".into());
+        assert_eq!(c.cluster_addr(), "[::1]:7400");
+        c.advertise = None;
+        c.listen = "0.0.0.0:7400".parse().unwrap();
+        assert!(!c.cluster_addr().starts_with("0.0.0.0"));
+    }
+
+    #[test]
+    fn typos_and_other_tools_names_are_suggested() {
+        assert_eq!(closest("sedes", KEYS), Some("seeds"));
+        assert_eq!(closest("peers", KEYS), Some("seeds"));
+        assert_eq!(closest("data-dir", KEYS), Some("data_dir"));
+        assert_eq!(closest("intervall", HEARTBEAT_KEYS), Some("interval"));
+        assert_eq!(closest("zzzzzz", KEYS), None);
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let c = NodeConfig {
+            cookie: Some("s3cret".into()),
+            api_token: Some("t0ken".into()),
+            ..NodeConfig::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("t0ken"),
+            "{shown}"
+        );
+        assert!(!c.to_redacted_yaml().contains("s3cret"));
+    }
+}
