@@ -1,9 +1,157 @@
 //! Messaging between nodes: bootstrap from seeds, membership, heartbeats and
-//! failure detection, reconnects, the wire codec, the node agent.
+//! failure detection, reconnects, the wire codec, the node agent, placement.
 //!
 //! Built on ractor_cluster, which gives the transport and the cookie
 //! handshake but no failure detector and no reconnect: both live here.
+//!
+//! ```text
+//! ractor_cluster NodeServer   TCP sessions, cookie auth, remote actor proxies, pg sync
+//! Manager (local)             seeds, heartbeats, up/suspect/down, teardown, redial
+//! NodeAgent (remote-capable)  heartbeats in, assignments in, results home
+//! ClusterPlacement            the engine's Placement: labels, then two choices
+//! ```
 
+pub mod agent;
+pub mod manager;
+pub mod placement;
 mod view;
+pub mod wire;
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorRef};
+use ractor_cluster::node::NodeConnectionMode;
+use ractor_cluster::{NodeServer, NodeServerMessage};
+
+use self::agent::{AgentArgs, AgentMsg, NodeAgent};
+pub use self::manager::HeartbeatTimes;
+use self::manager::{Manager, ManagerArgs, ManagerMsg, Me};
+use self::placement::ClusterPlacement;
 pub use self::view::{ClusterSnapshot, ClusterView, Member, PeerState};
+use crate::engine::Engine;
+
+/// How a node takes part in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Node name (unique in the cluster).
+    pub name: String,
+    /// Where the cluster port listens.
+    pub listen: SocketAddr,
+    /// The host peers dial to reach this node.
+    pub advertise: String,
+    /// The `host:port` peers dial to reach this node.
+    pub addr: String,
+    /// Seed addresses.
+    pub seeds: Vec<String>,
+    /// Shared secret of the cluster.
+    pub cookie: String,
+    /// Labels, for placement.
+    pub labels: BTreeMap<String, String>,
+    /// Attempts this node runs at once.
+    pub slots: u32,
+    /// Heartbeat timing.
+    pub times: HeartbeatTimes,
+}
+
+/// A node's membership in its cluster.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    view: ClusterView,
+    server: ActorRef<NodeServerMessage>,
+    manager: ActorRef<ManagerMsg>,
+    agent: ActorRef<AgentMsg>,
+}
+
+impl Cluster {
+    /// Listens on the cluster port, starts the manager and the agent, and
+    /// connects `engine` to the cluster. Joining goes on in the background:
+    /// [`ClusterView::is_joined`] says when it is done.
+    ///
+    /// # Errors
+    /// When an actor cannot start (the port is taken, for example).
+    pub async fn start(config: ClusterConfig, engine: Engine) -> Result<Cluster, String> {
+        let me = Me {
+            name: config.name.clone(),
+            addr: config.addr.clone(),
+            labels: config.labels.clone(),
+            slots: config.slots,
+        };
+        let view = ClusterView::new(
+            Member {
+                name: me.name.clone(),
+                addr: me.addr.clone(),
+                state: PeerState::Up,
+                labels: me.labels.clone(),
+                slots: me.slots,
+                load: 0,
+                rtt_ms: None,
+                last_seen_ms: 0,
+            },
+            config.seeds.is_empty(),
+        );
+        let server = NodeServer::new(
+            config.listen.port(),
+            config.cookie.clone(),
+            config.name.clone(),
+            config.advertise.clone(),
+            None,
+            Some(NodeConnectionMode::Transitive),
+        )
+        .with_listen_addr(config.listen.ip());
+        let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| {
+            format!(
+                "cannot start the cluster listener on {}: {e}",
+                config.listen
+            )
+        })?;
+        let (manager, _) = Actor::spawn(
+            None,
+            Manager,
+            ManagerArgs {
+                me,
+                seeds: config.seeds.clone(),
+                times: config.times,
+                engine: engine.clone(),
+                view: view.clone(),
+                node_server: server.clone(),
+            },
+        )
+        .await
+        .map_err(|e| format!("cannot start the cluster manager: {e}"))?;
+        let (agent, _) = Actor::spawn(
+            None,
+            NodeAgent,
+            AgentArgs {
+                engine: engine.clone(),
+                manager: manager.clone(),
+                max_accepted: (config.slots as usize).saturating_mul(4).max(16),
+            },
+        )
+        .await
+        .map_err(|e| format!("cannot start the node agent: {e}"))?;
+        engine.attach(Arc::new(ClusterPlacement::new(
+            view.clone(),
+            engine.clone(),
+        )));
+        Ok(Cluster {
+            view,
+            server,
+            manager,
+            agent,
+        })
+    }
+
+    /// The membership view.
+    pub fn view(&self) -> &ClusterView {
+        &self.view
+    }
+
+    /// Stops the agent, the manager and the listener.
+    pub async fn stop(&self) {
+        let _ = self.agent.stop_and_wait(None, None).await;
+        let _ = self.manager.stop_and_wait(None, None).await;
+        let _ = self.server.stop_and_wait(None, None).await;
+    }
+}

@@ -30,8 +30,8 @@ use tokio::sync::{Semaphore, broadcast, watch};
 use tracing::{error, warn};
 
 pub use self::event::{JournalEvent, SubmittedSource, TaskKey};
-use self::run::{RunActor, RunArgs, RunMode, RunMsg};
 pub use self::query::RunInfo;
+use self::run::{RunActor, RunArgs, RunMode, RunMsg};
 pub use self::state::{Progress, RunConfig, TaskReport, TaskStatus};
 use crate::executor::Executors;
 use crate::store::{RunStatus, RunStore, StoreError};

@@ -136,7 +136,10 @@ impl Engine {
 }
 
 /// Asks a live run for its snapshot without blocking the supervisor.
-pub(crate) fn snapshot(actor: ractor::ActorRef<RunMsg>, reply: ractor::RpcReplyPort<Option<RunInfo>>) {
+pub(crate) fn snapshot(
+    actor: ractor::ActorRef<RunMsg>,
+    reply: ractor::RpcReplyPort<Option<RunInfo>>,
+) {
     tokio::spawn(async move {
         let info = ractor::call!(actor, RunMsg::Snapshot).ok();
         let _ = reply.send(info);

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use bincode::{Decode, Encode};
 use ractor::{Actor, ActorCell, ActorRef};
 
+use super::Engine;
 use super::attempt::{AttemptArgs, AttemptMsg, Report, TaskAttempt};
 use super::event::TaskKey;
 use super::run::RunMsg;
-use super::Engine;
 use crate::executor::{AttemptContext, TaskError};
 use crate::value::Value;
 
@@ -80,7 +80,13 @@ impl Engine {
 
     /// Hands a result that came from another node to its run actor. Unknown
     /// runs (over, or owned elsewhere) drop it.
-    pub fn deliver(&self, run_id: &str, key: TaskKey, attempt: u32, result: Result<Value, TaskError>) {
+    pub fn deliver(
+        &self,
+        run_id: &str,
+        key: TaskKey,
+        attempt: u32,
+        result: Result<Value, TaskError>,
+    ) {
         if let Some(run) = self.shared.live_run(run_id) {
             let _ = run.cast(RunMsg::AttemptFinished {
                 key,

@@ -16,9 +16,9 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::attempt::{AttemptArgs, AttemptMsg, Report, TaskAttempt};
+use super::event::{JournalEvent, SubmittedSource, TaskKey};
 use super::remote::{Assignment, Placed};
 use super::retry::{NODE_LOST, UNPLACEABLE};
-use super::event::{JournalEvent, SubmittedSource, TaskKey};
 use super::state::{Action, Input, Progress, RunState, Timer};
 use super::{RunEvent, RunInfo, RunOutcome, Shared};
 use crate::executor::{AttemptContext, Executor, TaskError};
@@ -338,7 +338,10 @@ impl Actor for RunActor {
 }
 
 /// Rebuilds a run from its journal.
-pub(crate) fn replay(shared: &Shared, run_id: &str) -> Result<(RunState, u64, u64), ActorProcessingErr> {
+pub(crate) fn replay(
+    shared: &Shared,
+    run_id: &str,
+) -> Result<(RunState, u64, u64), ActorProcessingErr> {
     let records = shared.store.journal(run_id)?;
     let mut events = records.iter().map(|r| JournalEvent::decode(r));
     let Some(Ok(JournalEvent::RunSubmitted {

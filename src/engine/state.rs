@@ -722,11 +722,16 @@ impl RunState {
         let failures = self.tasks[idx].slots[key.item.unwrap_or(0) as usize].failures + 1;
         let (will_retry, retry_after) = if super::retry::uncharged(&error.class) {
             // Not the task's fault: place it again, without spending its budget.
-            (true, Some(super::retry::replace_delay(&error.class, self.jitter.next_f64())))
+            (
+                true,
+                Some(super::retry::replace_delay(
+                    &error.class,
+                    self.jitter.next_f64(),
+                )),
+            )
         } else {
             let will_retry = should_retry(policy, &error, failures);
-            let delay =
-                will_retry.then(|| backoff_delay(policy, failures, self.jitter.next_f64()));
+            let delay = will_retry.then(|| backoff_delay(policy, failures, self.jitter.next_f64()));
             (will_retry, delay)
         };
         if !will_retry {

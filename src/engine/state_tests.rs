@@ -569,7 +569,12 @@ fn a_lost_node_or_overload_is_retried_without_spending_the_budget() {
     let mut a = task("a", &[]);
     a.retry = retry_policy(1);
     let (mut s, _) = start(workflow(vec![a]));
-    let actions = err(&mut s, k(0), 1, TaskError::retryable("node_lost", "node b is down"));
+    let actions = err(
+        &mut s,
+        k(0),
+        1,
+        TaskError::retryable("node_lost", "node b is down"),
+    );
     assert!(actions.contains(&Action::StartTimer {
         timer: Timer::Retry(k(0)),
         after: Duration::ZERO

@@ -1,18 +1,109 @@
-//! A Symphony node: its configuration, and (once the cluster layer lands)
-//! the process that joins the cluster, runs the engine and serves the API.
+//! A Symphony node: the process `symphony node` runs. It opens the data dir,
+//! starts the engine, joins the cluster, resumes the `local` runs it owned,
+//! and serves the HTTP API until SIGINT or SIGTERM.
 
 pub mod config;
 
-pub use self::config::NodeConfig;
+use std::sync::Arc;
 
-// TEMPORARY STUB, to be replaced by the cluster layer: keeps the build green
-// until the real node lands. `symphony node` reports this error and exits 1;
-// the end-to-end client tests fail on it on purpose.
+use tracing::info;
+
+pub use self::config::NodeConfig;
+use crate::api::{self, ApiState};
+use crate::cluster::{Cluster, ClusterConfig, HeartbeatTimes};
+use crate::engine::{Engine, EngineConfig, SubmittedSource};
+use crate::executor::Executors;
+use crate::store::SledStore;
+use crate::wdl;
+
+/// The cookie of a node alone on loopback, which needs none (the
+/// configuration refuses a missing cookie anywhere else).
+const LOOPBACK_COOKIE: &str = "symphony-loopback";
+
 /// Runs a node until it is stopped.
 ///
 /// # Errors
-/// Always, for now: the node is not built yet.
+/// When the data dir, the cluster port or the HTTP port cannot be opened.
 pub async fn run(config: NodeConfig) -> Result<(), String> {
-    let _ = config;
-    Err("not built yet".into())
+    let metrics = api::install_metrics();
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    let store = Arc::new(SledStore::open(&config.data_dir).map_err(|e| e.to_string())?);
+    let executors = Executors::standard(&config.executor_config());
+    let compile_with = executors.clone();
+    let engine = Engine::start(
+        EngineConfig {
+            node: config.name.clone(),
+            slots: config.slots,
+            ..EngineConfig::default()
+        },
+        executors.clone(),
+        store,
+        Arc::new(move |src: &SubmittedSource| {
+            wdl::compile(&src.to_sources(), &compile_with).map_err(|d| d.to_string())
+        }),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let cluster = Cluster::start(
+        ClusterConfig {
+            name: config.name.clone(),
+            listen: config.listen,
+            advertise: config.advertise_host(),
+            addr: config.cluster_addr(),
+            seeds: config.seeds.clone(),
+            cookie: config
+                .cookie()
+                .unwrap_or_else(|| LOOPBACK_COOKIE.to_owned()),
+            labels: config.labels.clone(),
+            slots: config.slots as u32,
+            times: HeartbeatTimes {
+                interval: config.heartbeat.interval,
+                suspect_after: config.heartbeat.suspect_after,
+                down_after: config.heartbeat.down_after,
+            },
+        },
+        engine.clone(),
+    )
+    .await?;
+    let resumed = engine
+        .resume_incomplete()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resumed.is_empty() {
+        info!(runs = resumed.len(), "Resumed unfinished runs.");
+    }
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|e| format!("cannot listen for HTTP on {}: {e}", config.http))?;
+    info!(
+        node = %config.name,
+        cluster = %config.cluster_addr(),
+        http = %config.http,
+        "Node started."
+    );
+    let state = ApiState {
+        token: config.api_token(),
+        metrics,
+        ..ApiState::new(engine.clone(), executors, cluster.view().clone())
+    };
+    let served = api::serve(listener, state, stopped()).await;
+    cluster.stop().await;
+    engine.shutdown().await;
+    served.map_err(|e| format!("http server failed: {e}"))
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler installs");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }

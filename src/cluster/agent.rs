@@ -1,0 +1,274 @@
+//! The node agent: the one remote-capable actor of a node.
+//!
+//! It joins the process group every agent is in and a group of its own
+//! node's name, so peers find it by name. Through it pass heartbeats
+//! (answered here, reported to the [`Manager`](super::manager)), assignments
+//! from other nodes (run here as attempt actors it supervises, up to a bound:
+//! beyond it the owner hears `overloaded`), results going home, and stop
+//! requests.
+
+use std::collections::HashMap;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor_cluster::RactorClusterMessage;
+use tracing::{debug, warn};
+
+use super::manager::ManagerMsg;
+use super::wire::{Finished, Heartbeat, StopAttempt, Wire};
+use crate::engine::attempt::AttemptMsg;
+use crate::engine::remote::Assignment;
+use crate::engine::retry::OVERLOADED;
+use crate::engine::{Engine, TaskKey};
+use crate::executor::TaskError;
+
+/// Process group of every node agent.
+pub const AGENTS: &str = "symphony.agents";
+
+/// Process group of one node's agent.
+pub fn group_of(node: &str) -> String {
+    format!("symphony.node.{node}")
+}
+
+/// The agent of `node`, if a session to it is up.
+pub fn agent_of(node: &str) -> Option<ActorRef<AgentMsg>> {
+    ractor::pg::get_members(&group_of(node))
+        .into_iter()
+        .next()
+        .map(ActorRef::from)
+}
+
+/// Messages of [`NodeAgent`]; every one may come from another node.
+/// Variants are only ever added, never renamed.
+#[derive(RactorClusterMessage)]
+pub enum AgentMsg {
+    /// A peer's heartbeat; answered with a pong.
+    Ping(Wire<Heartbeat>),
+    /// The answer to this node's heartbeat.
+    Pong(Wire<Heartbeat>),
+    /// Run an attempt here for a run owned by another node.
+    Assign(Wire<Assignment>),
+    /// The result of an attempt this node assigned elsewhere.
+    Finished(Wire<Finished>),
+    /// Stop an attempt that was assigned here.
+    Stop(Wire<StopAttempt>),
+}
+
+impl std::fmt::Debug for AgentMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AgentMsg::Ping(_) => "Ping",
+            AgentMsg::Pong(_) => "Pong",
+            AgentMsg::Assign(_) => "Assign",
+            AgentMsg::Finished(_) => "Finished",
+            AgentMsg::Stop(_) => "Stop",
+        })
+    }
+}
+
+/// What the agent needs.
+#[derive(Debug)]
+pub struct AgentArgs {
+    /// The node's engine.
+    pub engine: Engine,
+    /// The node's cluster manager.
+    pub manager: ActorRef<ManagerMsg>,
+    /// Assignments accepted at once (running or waiting for the pool);
+    /// beyond it the owner hears `overloaded`.
+    pub max_accepted: usize,
+}
+
+/// The agent actor; its state is [`AgentState`].
+#[derive(Debug)]
+pub struct NodeAgent;
+
+/// The agent's state.
+#[derive(Debug)]
+pub struct AgentState {
+    engine: Engine,
+    manager: ActorRef<ManagerMsg>,
+    max_accepted: usize,
+    /// Attempts running here for other nodes.
+    running: HashMap<ActorId, (String, TaskKey, u32, String, ActorRef<AttemptMsg>)>,
+    /// Accepted but not yet spawned (spawning awaits).
+    starting: usize,
+}
+
+impl Actor for NodeAgent {
+    type Msg = AgentMsg;
+    type State = AgentState;
+    type Arguments = AgentArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        args: AgentArgs,
+    ) -> Result<AgentState, ActorProcessingErr> {
+        let node = args.engine.node().to_owned();
+        ractor::pg::join(AGENTS.to_owned(), vec![myself.get_cell()]);
+        ractor::pg::join(group_of(&node), vec![myself.get_cell()]);
+        Ok(AgentState {
+            engine: args.engine,
+            manager: args.manager,
+            max_accepted: args.max_accepted,
+            running: HashMap::new(),
+            starting: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        msg: AgentMsg,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AgentMsg::Ping(Wire(Ok(ping))) => {
+                if let Some(peer) = agent_of(&ping.from) {
+                    let _ = peer.cast(AgentMsg::Pong(Wire::new(Heartbeat {
+                        seq: ping.seq,
+                        sent_us: ping.sent_us,
+                        ..state.heartbeat_template()
+                    })));
+                }
+                let _ = state.manager.cast(ManagerMsg::Heard(ping, None));
+            }
+            AgentMsg::Pong(Wire(Ok(pong))) => {
+                let _ = state
+                    .manager
+                    .cast(ManagerMsg::Heard(pong.clone(), Some(pong.sent_us)));
+            }
+            AgentMsg::Assign(Wire(Ok(assignment))) => state.assign(&myself, assignment).await,
+            AgentMsg::Finished(Wire(Ok(f))) => {
+                state.engine.deliver(&f.run_id, f.key, f.attempt, f.result);
+            }
+            AgentMsg::Stop(Wire(Ok(stop))) => {
+                for (run, key, attempt, _, actor) in state.running.values() {
+                    if *run == stop.run_id && *key == stop.key && *attempt == stop.attempt {
+                        actor.kill();
+                    }
+                }
+            }
+            // Undecodable frames were logged and counted by `Wire`; none of
+            // these expects an answer, and without a decoded body there is
+            // nobody to answer.
+            AgentMsg::Ping(Wire(Err(_)))
+            | AgentMsg::Pong(Wire(Err(_)))
+            | AgentMsg::Assign(Wire(Err(_)))
+            | AgentMsg::Finished(Wire(Err(_)))
+            | AgentMsg::Stop(Wire(Err(_))) => {}
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<AgentMsg>,
+        event: SupervisionEvent,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.running.remove(&cell.get_id());
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some((run_id, key, attempt, owner, _)) = state.running.remove(&cell.get_id())
+                {
+                    send_home(
+                        &owner,
+                        Finished {
+                            run_id,
+                            key,
+                            attempt,
+                            result: Err(TaskError::fatal(
+                                "panic",
+                                format!("attempt failed: {err}"),
+                            )),
+                        },
+                    );
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Sends a result to the agent of the run's owner.
+fn send_home(owner: &str, finished: Finished) {
+    match agent_of(owner) {
+        Some(agent) => {
+            let _ = agent.cast(AgentMsg::Finished(Wire::new(finished)));
+        }
+        None => debug!(owner, run = %finished.run_id, "Owner unreachable; result dropped."),
+    }
+}
+
+impl AgentState {
+    fn heartbeat_template(&self) -> Heartbeat {
+        Heartbeat {
+            from: self.engine.node().to_owned(),
+            seq: 0,
+            sent_us: 0,
+            addr: String::new(),
+            labels: Vec::new(),
+            slots: 0,
+            load: self.engine.load() + self.running.len() as u32,
+        }
+    }
+
+    async fn assign(&mut self, myself: &ActorRef<AgentMsg>, a: Assignment) {
+        let accepted = self.running.len() + self.starting;
+        if accepted >= self.max_accepted {
+            metrics::counter!("symphony_overloaded_replies_total").increment(1);
+            let owner = a.owner.clone();
+            send_home(
+                &owner,
+                Finished {
+                    run_id: a.run_id,
+                    key: a.key,
+                    attempt: a.attempt,
+                    result: Err(TaskError::retryable(
+                        OVERLOADED,
+                        format!("node {} is full ({accepted} attempts)", self.engine.node()),
+                    )),
+                },
+            );
+            return;
+        }
+        let (run_id, key, attempt, owner) = (a.run_id.clone(), a.key, a.attempt, a.owner.clone());
+        let home = owner.clone();
+        let report_run = run_id.clone();
+        let report: crate::engine::remote::ReportFn = Box::new(move |result| {
+            send_home(
+                &home,
+                Finished {
+                    run_id: report_run,
+                    key,
+                    attempt,
+                    result,
+                },
+            );
+        });
+        self.starting += 1;
+        let spawned = self.engine.run_assigned(a, myself.get_cell(), report).await;
+        self.starting -= 1;
+        match spawned {
+            Ok(actor) => {
+                self.running
+                    .insert(actor.get_id(), (run_id, key, attempt, owner, actor));
+            }
+            Err(error) => {
+                warn!(run = %run_id, error = %error, "Could not start an assigned attempt.");
+                send_home(
+                    &owner,
+                    Finished {
+                        run_id,
+                        key,
+                        attempt,
+                        result: Err(error),
+                    },
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The wire codec: every payload that crosses nodes is bincode through
+//! [`Wire`], and the structs it carries.
+//!
+//! ractor_cluster hands us a frame's bytes and wants a value back, with no
+//! way to say "this is garbage". [`Wire`] keeps the decode error instead, so
+//! the receiver logs it, counts it (`symphony_wire_decode_errors_total`) and
+//! answers with an error where an answer is expected: never a panic, never a
+//! silent hang. Structs here are only ever extended at the end, never
+//! reordered, so mixed versions of nodes keep talking.
+
+use bincode::{Decode, Encode};
+use ractor::BytesConvertable;
+
+use crate::engine::TaskKey;
+use crate::executor::TaskError;
+use crate::value::Value;
+
+/// A payload as it came off the wire: the value, or why it did not decode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wire<T>(pub Result<T, String>);
+
+impl<T> Wire<T> {
+    /// Wraps a value to send.
+    pub fn new(value: T) -> Self {
+        Wire(Ok(value))
+    }
+}
+
+impl<T: Encode + Decode<()>> BytesConvertable for Wire<T> {
+    fn into_bytes(self) -> Vec<u8> {
+        match self.0 {
+            Ok(value) => bincode::encode_to_vec(value, bincode::config::standard())
+                .expect("wire values encode"),
+            // Forwarding a frame that never decoded: send nothing decodable.
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        match bincode::decode_from_slice(&bytes, bincode::config::standard()) {
+            Ok((value, used)) if used == bytes.len() => Wire(Ok(value)),
+            Ok(_) => Wire(Err(decode_error("trailing bytes after the message"))),
+            Err(e) => Wire(Err(decode_error(&e.to_string()))),
+        }
+    }
+}
+
+fn decode_error(why: &str) -> String {
+    metrics::counter!("symphony_wire_decode_errors_total").increment(1);
+    tracing::warn!(error = why, "Dropped a frame that did not decode.");
+    format!("undecodable frame: {why}")
+}
+
+/// A heartbeat, both ways: a ping carries the sender's state, the pong
+/// echoes `seq` and `sent_us` so the pinger measures the round trip.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct Heartbeat {
+    /// Sender's node name.
+    pub from: String,
+    /// Sequence number of the ping (echoed in the pong).
+    pub seq: u64,
+    /// Pinger's clock when sent, in µs (echoed in the pong).
+    pub sent_us: u64,
+    /// Sender's advertised cluster address.
+    pub addr: String,
+    /// Sender's labels.
+    pub labels: Vec<(String, String)>,
+    /// Sender's slots.
+    pub slots: u32,
+    /// Attempts running or queued on the sender.
+    pub load: u32,
+}
+
+/// The result of an assigned attempt, going home to the run's owner.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct Finished {
+    /// The run.
+    pub run_id: String,
+    /// Which task or item.
+    pub key: TaskKey,
+    /// The attempt (fencing token).
+    pub attempt: u32,
+    /// Output or error.
+    pub result: Result<Value, TaskError>,
+}
+
+/// Stop an assigned attempt (timeout, cancellation, sibling failure).
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct StopAttempt {
+    /// The run.
+    pub run_id: String,
+    /// Which task or item.
+    pub key: TaskKey,
+    /// The attempt.
+    pub attempt: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_and_truncated_frames_decode_to_errors_not_panics() {
+        let good = Wire::new(StopAttempt {
+            run_id: "r".into(),
+            key: TaskKey::task(1),
+            attempt: 2,
+        })
+        .into_bytes();
+        let back = Wire::<StopAttempt>::from_bytes(good.clone());
+        assert_eq!(back.0.unwrap().attempt, 2);
+        for cut in 0..good.len() {
+            assert!(
+                Wire::<StopAttempt>::from_bytes(good[..cut].to_vec())
+                    .0
+                    .is_err()
+            );
+        }
+        let mut long = good;
+        long.push(0);
+        assert!(Wire::<StopAttempt>::from_bytes(long).0.is_err());
+        assert!(Wire::<Finished>::from_bytes(vec![0xff; 64]).0.is_err());
+    }
+}
