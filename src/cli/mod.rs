@@ -1,7 +1,12 @@
 //! The `symphony` command line. Thin: parse arguments, call the library, map
 //! errors to exit codes. Data goes to stdout (one JSON document with
 //! `--json`), progress and diagnostics to stderr.
+//!
+//! `run`, `resume`, `runs`, `validate` and `schema` work on an embedded
+//! node; `node` starts a cluster node; `submit`, `status`, `cancel`, `watch`,
+//! `cluster status` and `runs --server` talk to a node's HTTP API.
 
+mod client;
 mod inputs;
 mod output;
 mod run;
@@ -12,13 +17,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use self::client::DEFAULT_SERVER;
 pub use self::source::{compile_submitted, load_workflow};
+use crate::node::config::{NodeArgs, NodeConfig};
 
 /// Exit code: the run succeeded / the files are valid.
 pub const EXIT_OK: u8 = 0;
 /// Exit code: the run failed, or an operation failed.
 pub const EXIT_FAILED: u8 = 1;
-/// Exit code: invalid workflow or inputs (EX_CONFIG).
+/// Exit code: invalid workflow, inputs or node configuration (EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
 /// Exit code: the run was cancelled (128 + SIGINT).
 pub const EXIT_CANCELLED: u8 = 130;
@@ -43,8 +50,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Continue an interrupted run from its journal.
     Resume(run::ResumeArgs),
-    /// List the runs recorded in a data dir.
-    Runs(run::RunsArgs),
+    /// List the runs of a data dir, or of a node with --server.
+    Runs(client::RunsArgs),
     /// Check workflow files and report every problem.
     Validate {
         /// Workflow files.
@@ -56,12 +63,30 @@ pub enum Command {
     },
     /// Print the JSON Schema of the workflow language (for editors).
     Schema,
+    /// Start a cluster node: join the seeds, run workflows, serve the HTTP API.
+    Node(Box<NodeArgs>),
+    /// Submit a workflow to a node (and, with --wait, follow it to its end).
+    Submit(client::SubmitArgs),
+    /// Show a run on a node.
+    Status(client::RunArgs),
+    /// Cancel a run on a node.
+    Cancel(client::RunArgs),
+    /// Follow a run on a node live until it ends.
+    Watch(client::RunArgs),
+    /// Look at the cluster through a node.
+    #[command(subcommand)]
+    Cluster(client::ClusterCommand),
 }
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // A node's log is how an operator sees it work; commands stay quiet.
+    init_logging(if matches!(cli.command, Command::Node(_)) {
+        "info"
+    } else {
+        "warn"
+    });
     let code = match cli.command {
         Command::Validate { files, json } => source::validate(&files, json),
         Command::Schema => {
@@ -73,7 +98,13 @@ pub fn main() -> ExitCode {
         }
         Command::Run(args) => runtime().block_on(run::run(args)),
         Command::Resume(args) => runtime().block_on(run::resume(args)),
-        Command::Runs(args) => run::runs(args),
+        Command::Runs(args) => runtime().block_on(client::runs(args)),
+        Command::Node(args) => node(&args),
+        Command::Submit(args) => runtime().block_on(client::submit(args)),
+        Command::Status(args) => runtime().block_on(client::status(args)),
+        Command::Cancel(args) => runtime().block_on(client::cancel(args)),
+        Command::Watch(args) => runtime().block_on(client::watch(args)),
+        Command::Cluster(command) => runtime().block_on(client::cluster(command)),
     };
     ExitCode::from(code)
 }
@@ -85,9 +116,34 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime starts")
 }
 
-fn init_logging() {
+/// `symphony node`: loads the configuration (every problem at once, exit
+/// 78), then runs the node until it stops.
+fn node(args: &NodeArgs) -> u8 {
+    let config = match NodeConfig::load(args) {
+        Ok(config) => config,
+        Err(e) => {
+            for problem in e.problems() {
+                eprintln!("error: {problem}");
+            }
+            return EXIT_CONFIG;
+        }
+    };
+    if args.check {
+        print!("{}", config.to_redacted_yaml());
+        return EXIT_OK;
+    }
+    match runtime().block_on(crate::node::run(config)) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SYMPHONY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -410,29 +410,48 @@ impl NodeConfig {
     /// The configuration as YAML a config file could hold, with the cookie
     /// and the API token replaced by `<hidden>` (for `--check`).
     pub fn to_redacted_yaml(&self) -> String {
-        let hidden = |s: Option<String>| s.map(|_| "<hidden>".to_string());
-        let doc = serde_json::json!({
-            "name": self.name,
-            "listen": self.listen.to_string(),
-            "advertise": self.advertise,
-            "cluster_addr": self.cluster_addr(),
-            "seeds": self.seeds,
-            "cookie": hidden(self.cookie()),
-            "cookie_file": self.cookie_file,
-            "labels": self.labels,
-            "slots": self.slots,
-            "data_dir": self.data_dir,
-            "http": self.http.to_string(),
-            "api_token": hidden(self.api_token()),
-            "api_token_file": self.api_token_file,
-            "heartbeat": {
-                "interval": humantime::format_duration(self.heartbeat.interval).to_string(),
-                "suspect_after": humantime::format_duration(self.heartbeat.suspect_after).to_string(),
-                "down_after": humantime::format_duration(self.heartbeat.down_after).to_string(),
-            },
-            "exec_allow": self.exec_allow,
-        });
-        serde_yaml::to_string(&doc).unwrap_or_default()
+        /// The configuration in file order, for showing.
+        #[derive(serde::Serialize)]
+        struct Shown<'a> {
+            name: &'a str,
+            listen: String,
+            advertise: &'a Option<String>,
+            cluster_addr: String,
+            seeds: &'a [String],
+            cookie: Option<&'static str>,
+            cookie_file: &'a Option<PathBuf>,
+            labels: &'a BTreeMap<String, String>,
+            slots: usize,
+            data_dir: &'a Path,
+            http: String,
+            api_token: Option<&'static str>,
+            api_token_file: &'a Option<PathBuf>,
+            heartbeat: BTreeMap<&'static str, String>,
+            exec_allow: &'a Option<Vec<String>>,
+        }
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        let shown = Shown {
+            name: &self.name,
+            listen: self.listen.to_string(),
+            advertise: &self.advertise,
+            cluster_addr: self.cluster_addr(),
+            seeds: &self.seeds,
+            cookie: self.cookie().map(|_| "<hidden>"),
+            cookie_file: &self.cookie_file,
+            labels: &self.labels,
+            slots: self.slots,
+            data_dir: &self.data_dir,
+            http: self.http.to_string(),
+            api_token: self.api_token().map(|_| "<hidden>"),
+            api_token_file: &self.api_token_file,
+            heartbeat: BTreeMap::from([
+                ("interval", show(self.heartbeat.interval)),
+                ("suspect_after", show(self.heartbeat.suspect_after)),
+                ("down_after", show(self.heartbeat.down_after)),
+            ]),
+            exec_allow: &self.exec_allow,
+        };
+        serde_yaml::to_string(&shown).unwrap_or_default()
     }
 
     /// Reads `cookie_file` and `api_token_file` into `cookie` and
