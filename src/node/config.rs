@@ -27,6 +27,9 @@
 //! | `heartbeat.down_after` | `--down-after` | `SYMPHONY_DOWN_AFTER` | 2s |
 //! | `exec_allow` | `--exec-allow` (repeatable) | `SYMPHONY_EXEC_ALLOW` (comma-separated) | any command |
 //!
+//! Relative paths (`data_dir`, `cookie_file`, `api_token_file`) are taken
+//! from the node's working directory, wherever they are written.
+//!
 //! This module reads files (the config file, the cookie and token files) and
 //! the environment; it starts nothing.
 
@@ -314,11 +317,10 @@ impl NodeConfig {
         let mut problems = Vec::new();
         let mut config = NodeConfig::default();
         if let Some(path) = &args.config {
-            let base = path.parent().unwrap_or(Path::new(""));
-            file_layer(path, &mut problems).apply(&mut config, base);
+            file_layer(path, &mut problems).apply(&mut config);
         }
-        env_layer(&env, &mut problems).apply(&mut config, Path::new(""));
-        flag_layer(args, &mut problems).apply(&mut config, Path::new(""));
+        env_layer(&env, &mut problems).apply(&mut config);
+        flag_layer(args, &mut problems).apply(&mut config);
         config.resolve_secrets(&mut problems);
         problems.extend(config.problems());
         if problems.is_empty() {
@@ -602,10 +604,8 @@ struct Layer {
 }
 
 impl Layer {
-    /// Sets what this layer sets; relative file paths are taken from
-    /// `base` (the config file's directory for the file layer).
-    fn apply(self, config: &mut NodeConfig, base: &Path) {
-        let rel = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+    /// Sets what this layer sets.
+    fn apply(self, config: &mut NodeConfig) {
         set(&mut config.name, self.name);
         set(&mut config.listen, self.listen);
         if self.advertise.is_some() {
@@ -614,17 +614,17 @@ impl Layer {
         set(&mut config.seeds, self.seeds);
         match self.cookie {
             Some(Secret::Value(v)) => (config.cookie, config.cookie_file) = (Some(v), None),
-            Some(Secret::File(p)) => (config.cookie, config.cookie_file) = (None, Some(rel(p))),
+            Some(Secret::File(p)) => (config.cookie, config.cookie_file) = (None, Some(p)),
             None => {}
         }
         set(&mut config.labels, self.labels);
         set(&mut config.slots, self.slots);
-        set(&mut config.data_dir, self.data_dir.map(rel));
+        set(&mut config.data_dir, self.data_dir);
         set(&mut config.http, self.http);
         match self.api_token {
             Some(Secret::Value(v)) => (config.api_token, config.api_token_file) = (Some(v), None),
             Some(Secret::File(p)) => {
-                (config.api_token, config.api_token_file) = (None, Some(rel(p)));
+                (config.api_token, config.api_token_file) = (None, Some(p));
             }
             None => {}
         }
