@@ -7,14 +7,15 @@
 //! beyond it the owner hears `overloaded`), results going home, and stop
 //! requests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::RactorClusterMessage;
 use tracing::{debug, warn};
 
 use super::manager::ManagerMsg;
-use super::wire::{Finished, Heartbeat, StopAttempt, Wire};
+use super::wire::{Finished, Heartbeat, Homeward, StopAttempt, Wire};
 use crate::engine::attempt::AttemptMsg;
 use crate::engine::remote::Assignment;
 use crate::engine::retry::OVERLOADED;
@@ -51,6 +52,8 @@ pub enum AgentMsg {
     Finished(Wire<Finished>),
     /// Stop an attempt that was assigned here.
     Stop(Wire<StopAttempt>),
+    /// (Local) an attempt assigned here finished: send its result home.
+    Home(Wire<Homeward>),
 }
 
 impl std::fmt::Debug for AgentMsg {
@@ -61,6 +64,7 @@ impl std::fmt::Debug for AgentMsg {
             AgentMsg::Assign(_) => "Assign",
             AgentMsg::Finished(_) => "Finished",
             AgentMsg::Stop(_) => "Stop",
+            AgentMsg::Home(_) => "Home",
         })
     }
 }
@@ -91,7 +95,14 @@ pub struct AgentState {
     running: HashMap<ActorId, (String, TaskKey, u32, String, ActorRef<AttemptMsg>)>,
     /// Accepted but not yet spawned (spawning awaits).
     starting: usize,
+    /// Results whose owner was unreachable, sent when it is heard again.
+    outbox: VecDeque<(Instant, String, Finished)>,
 }
+
+/// Most results kept for unreachable owners.
+const OUTBOX_MAX: usize = 10_000;
+/// How long a result waits for its owner.
+const OUTBOX_TTL: Duration = Duration::from_secs(120);
 
 impl Actor for NodeAgent {
     type Msg = AgentMsg;
@@ -112,6 +123,7 @@ impl Actor for NodeAgent {
             max_accepted: args.max_accepted,
             running: HashMap::new(),
             starting: 0,
+            outbox: VecDeque::new(),
         })
     }
 
@@ -130,6 +142,7 @@ impl Actor for NodeAgent {
                         ..state.heartbeat_template()
                     })));
                 }
+                state.flush_outbox(&ping.from);
                 let _ = state.manager.cast(ManagerMsg::Heard(ping, None));
             }
             AgentMsg::Pong(Wire(Ok(pong))) => {
@@ -141,6 +154,7 @@ impl Actor for NodeAgent {
             AgentMsg::Finished(Wire(Ok(f))) => {
                 state.engine.deliver(&f.run_id, f.key, f.attempt, f.result);
             }
+            AgentMsg::Home(Wire(Ok(h))) => state.send_home(h.owner, h.finished),
             AgentMsg::Stop(Wire(Ok(stop))) => {
                 for (run, key, attempt, _, actor) in state.running.values() {
                     if *run == stop.run_id && *key == stop.key && *attempt == stop.attempt {
@@ -155,7 +169,8 @@ impl Actor for NodeAgent {
             | AgentMsg::Pong(Wire(Err(_)))
             | AgentMsg::Assign(Wire(Err(_)))
             | AgentMsg::Finished(Wire(Err(_)))
-            | AgentMsg::Stop(Wire(Err(_))) => {}
+            | AgentMsg::Stop(Wire(Err(_)))
+            | AgentMsg::Home(Wire(Err(_))) => {}
         }
         Ok(())
     }
@@ -173,8 +188,8 @@ impl Actor for NodeAgent {
             SupervisionEvent::ActorFailed(cell, err) => {
                 if let Some((run_id, key, attempt, owner, _)) = state.running.remove(&cell.get_id())
                 {
-                    send_home(
-                        &owner,
+                    state.send_home(
+                        owner,
                         Finished {
                             run_id,
                             key,
@@ -193,17 +208,46 @@ impl Actor for NodeAgent {
     }
 }
 
-/// Sends a result to the agent of the run's owner.
-fn send_home(owner: &str, finished: Finished) {
-    match agent_of(owner) {
-        Some(agent) => {
-            let _ = agent.cast(AgentMsg::Finished(Wire::new(finished)));
-        }
-        None => debug!(owner, run = %finished.run_id, "Owner unreachable; result dropped."),
-    }
-}
-
 impl AgentState {
+    /// Sends a result to the agent of the run's owner, or keeps it until
+    /// the owner is heard from again (it may be cut off for a while).
+    fn send_home(&mut self, owner: String, finished: Finished) {
+        match agent_of(&owner) {
+            Some(agent) => {
+                let _ = agent.cast(AgentMsg::Finished(Wire::new(finished)));
+            }
+            None => {
+                debug!(owner = %owner, run = %finished.run_id, "Owner unreachable; result kept.");
+                if self.outbox.len() == OUTBOX_MAX {
+                    self.outbox.pop_front();
+                    metrics::counter!("symphony_results_undeliverable_total").increment(1);
+                }
+                self.outbox.push_back((Instant::now(), owner, finished));
+            }
+        }
+    }
+
+    /// `owner` was heard from: send what waited for it; forget what is too old.
+    fn flush_outbox(&mut self, owner: &str) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let Some(agent) = agent_of(owner) else {
+            return;
+        };
+        let mut kept = VecDeque::with_capacity(self.outbox.len());
+        for (at, to, finished) in self.outbox.drain(..) {
+            if at.elapsed() > OUTBOX_TTL {
+                metrics::counter!("symphony_results_undeliverable_total").increment(1);
+            } else if to == owner {
+                let _ = agent.cast(AgentMsg::Finished(Wire::new(finished)));
+            } else {
+                kept.push_back((at, to, finished));
+            }
+        }
+        self.outbox = kept;
+    }
+
     fn heartbeat_template(&self) -> Heartbeat {
         Heartbeat {
             from: self.engine.node().to_owned(),
@@ -221,8 +265,8 @@ impl AgentState {
         if accepted >= self.max_accepted {
             metrics::counter!("symphony_overloaded_replies_total").increment(1);
             let owner = a.owner.clone();
-            send_home(
-                &owner,
+            self.send_home(
+                owner,
                 Finished {
                     run_id: a.run_id,
                     key: a.key,
@@ -238,16 +282,19 @@ impl AgentState {
         let (run_id, key, attempt, owner) = (a.run_id.clone(), a.key, a.attempt, a.owner.clone());
         let home = owner.clone();
         let report_run = run_id.clone();
+        let me = myself.clone();
         let report: crate::engine::remote::ReportFn = Box::new(move |result| {
-            send_home(
-                &home,
-                Finished {
-                    run_id: report_run,
-                    key,
-                    attempt,
-                    result,
-                },
-            );
+            let finished = Finished {
+                run_id: report_run,
+                key,
+                attempt,
+                result,
+            };
+            let homeward = Homeward {
+                owner: home,
+                finished,
+            };
+            let _ = me.cast(AgentMsg::Home(Wire::new(homeward)));
         });
         self.starting += 1;
         let spawned = self.engine.run_assigned(a, myself.get_cell(), report).await;
@@ -259,8 +306,8 @@ impl AgentState {
             }
             Err(error) => {
                 warn!(run = %run_id, error = %error, "Could not start an assigned attempt.");
-                send_home(
-                    &owner,
+                self.send_home(
+                    owner,
                     Finished {
                         run_id,
                         key,

@@ -67,6 +67,8 @@ pub enum SessionEvent {
         node_id: u64,
         /// The peer's name.
         name: String,
+        /// The cluster address the peer advertises.
+        addr: String,
     },
     /// The session ended.
     Closed {
@@ -170,9 +172,15 @@ impl NodeEventSubscription for Subscription {
 
     fn node_session_ready(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
         if let Some(name) = peer_name(&ses) {
+            let addr = ses
+                .peer_name
+                .as_ref()
+                .map(|n| n.connection_string.clone())
+                .unwrap_or_default();
             let _ = self.0.cast(ManagerMsg::Session(SessionEvent::Ready {
                 node_id: ses.node_id,
                 name,
+                addr,
             }));
         }
     }
@@ -234,17 +242,25 @@ impl Actor for Manager {
                 state.dial();
             }
             ManagerMsg::Heard(hb, echo) => state.heard(hb, echo),
-            ManagerMsg::Session(SessionEvent::Ready { node_id, name }) => {
-                if !state.joined {
-                    info!(peer = %name, "Joined the cluster.");
+            ManagerMsg::Session(SessionEvent::Ready {
+                node_id,
+                name,
+                addr,
+            }) => {
+                // Joined means a session with a seed: a peer that dialled us
+                // first may itself be cut off from the rest of the cluster.
+                if !state.joined && state.args.seeds.contains(&addr) {
+                    info!(peer = %name, seed = %addr, "Joined the cluster.");
                     state.joined = true;
-                    state
-                        .dials
-                        .retain(|addr, _| !state.args.seeds.contains(addr));
+                    let seeds = &state.args.seeds;
+                    state.dials.retain(|a, _| !seeds.contains(a));
                     state.args.view.update(|v| v.joined = true);
                 }
                 let peer = state.peer(&name);
                 peer.node_id = Some(node_id);
+                if !addr.is_empty() {
+                    peer.addr = addr;
+                }
             }
             ManagerMsg::Session(SessionEvent::Closed {
                 node_id,

@@ -84,6 +84,15 @@ pub struct Finished {
     pub result: Result<Value, TaskError>,
 }
 
+/// A result on its way home, with the node it goes to (local to a node).
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct Homeward {
+    /// The node that owns the run.
+    pub owner: String,
+    /// The result.
+    pub finished: Finished,
+}
+
 /// Stop an assigned attempt (timeout, cancellation, sibling failure).
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct StopAttempt {

@@ -114,6 +114,8 @@ pub struct RunActorState {
     attempts: HashMap<ActorId, (TaskKey, u32, ActorRef<AttemptMsg>)>,
     /// Attempts out on other nodes: key → (attempt, node).
     remote: HashMap<TaskKey, (u32, String)>,
+    /// Placements chosen when `TaskScheduled` was recorded, used at dispatch.
+    placed: HashMap<TaskKey, Placed>,
     created_ms: u64,
     /// `RunSubmitted` of a fresh run, persisted first thing in `post_start`.
     pending_first: Option<JournalEvent>,
@@ -206,6 +208,7 @@ impl Actor for RunActor {
             deferred: VecDeque::new(),
             attempts: HashMap::new(),
             remote: HashMap::new(),
+            placed: HashMap::new(),
             created_ms,
             pending_first: submitted,
             begin: Some(begin),
@@ -381,7 +384,18 @@ impl RunActorState {
         let first_seq = self.next_seq;
         for action in actions {
             match action {
-                Action::Persist(event) => {
+                Action::Persist(mut event) => {
+                    if let JournalEvent::TaskScheduled { key, node, .. } = &mut event {
+                        // Where it runs is decided as the schedule is recorded,
+                        // so the journal says which node each attempt went to.
+                        let placed = self.place(*key);
+                        *node = match &placed {
+                            Placed::Local => self.shared.config.node.clone(),
+                            Placed::Remote(peer) => peer.clone(),
+                            Placed::Nowhere => String::new(),
+                        };
+                        self.placed.insert(*key, placed);
+                    }
                     if self.journal.is_some() {
                         if let Some(status) = summary_status(&event) {
                             summary = Some(self.summary(status));
@@ -494,10 +508,7 @@ impl RunActorState {
             Some(i) => format!("{}/{task_id}/{i}", self.run_id),
             None => format!("{}/{task_id}", self.run_id),
         };
-        let placed = match self.shared.placement.get() {
-            Some(p) => p.place(&spec.placement),
-            None => Placed::Local,
-        };
+        let placed = self.placed.remove(&key).unwrap_or(Placed::Local);
         let failed = match placed {
             Placed::Local => {
                 self.start_local(myself, key, attempt, task_id, idempotency_key, input)
@@ -575,6 +586,14 @@ impl RunActorState {
                 "spawn",
                 format!("cannot start attempt: {e}"),
             )),
+        }
+    }
+
+    /// Chooses the node for the next attempt of `key`.
+    fn place(&self, key: TaskKey) -> Placed {
+        match self.shared.placement.get() {
+            Some(p) => p.place(&self.machine.workflow().tasks[key.task as usize].placement),
+            None => Placed::Local,
         }
     }
 
