@@ -93,7 +93,7 @@ pub struct RunArgs {
 /// Arguments of `symphony runs`: a node's runs over HTTP with `--server`
 /// (or `SYMPHONY_SERVER`), else the runs of a local data dir.
 #[derive(Debug, Args)]
-pub struct RunsArgs {
+pub struct ListArgs {
     /// The local data dir and `--json`.
     #[command(flatten)]
     pub local: super::run::RunsArgs,
@@ -188,7 +188,7 @@ pub(crate) async fn status(args: RunArgs) -> u8 {
 }
 
 /// `symphony runs`: over HTTP when a server is given, else from a data dir.
-pub(crate) async fn runs(args: RunsArgs) -> u8 {
+pub(crate) async fn runs(args: ListArgs) -> u8 {
     let Some(server) = args.server else {
         return super::run::runs(args.local);
     };

@@ -51,7 +51,7 @@ pub enum Command {
     /// Continue an interrupted run from its journal.
     Resume(run::ResumeArgs),
     /// List the runs of a data dir, or of a node with --server.
-    Runs(client::RunsArgs),
+    Runs(client::ListArgs),
     /// Check workflow files and report every problem.
     Validate {
         /// Workflow files.
@@ -148,4 +148,16 @@ fn init_logging(default: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 }
