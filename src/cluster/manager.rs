@@ -266,27 +266,23 @@ impl Actor for Manager {
                 node_id,
                 name,
                 addr,
-            }) => match name {
-                Some(name) => {
-                    let known = state
-                        .peers
-                        .get(&name)
-                        .is_some_and(|p| p.node_id == Some(node_id));
-                    if known
-                        && state
-                            .peers
-                            .get(&name)
-                            .is_some_and(|p| p.state != PeerState::Down)
-                    {
+            }) => {
+                let peer = name.as_ref().and_then(|n| state.peers.get(n));
+                match peer.map(|p| (p.node_id == Some(node_id), p.state)) {
+                    Some((true, PeerState::Up | PeerState::Suspect)) => {
+                        let name = name.unwrap_or_default();
                         info!(peer = %name, "Cluster session closed.");
                         state.declare_down(&name, "its connection closed").await;
                     }
+                    // The session of a peer already down, or a duplicate.
+                    Some((true, PeerState::Down)) | Some((false, _)) => {}
+                    None => warn!(
+                        peer = name.as_deref().unwrap_or("?"),
+                        %addr,
+                        "A cluster session closed before the peer authenticated: wrong cookie, or not a symphony node."
+                    ),
                 }
-                None => warn!(
-                    %addr,
-                    "A cluster session closed before the peer authenticated: wrong cookie, or not a symphony node."
-                ),
-            },
+            }
         }
         state.publish();
         Ok(())
