@@ -450,7 +450,8 @@ async fn stream_events(
                 return Err(e);
             }
         }
-        let backoff = Duration::from_millis(100 * u64::from(failures.min(20)));
+        // At least a little: a stream that keeps ending at once must not spin.
+        let backoff = Duration::from_millis(100 * u64::from(failures.clamp(1, 20)));
         tokio::time::sleep(backoff).await;
     }
 }
