@@ -33,7 +33,6 @@
 //! This module reads files (the config file, the cookie and token files) and
 //! the environment; it starts nothing.
 
-use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -1006,74 +1005,61 @@ pub mod env {
 /// The environment layer. A variable set to the empty string counts as not
 /// set, except `SYMPHONY_EXEC_ALLOW`, where it allows no command.
 fn env_layer(get: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Layer {
-    let var = |name: &str| {
-        get(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
-    let mut parsed = |name: &str, parse: &dyn Fn(&str) -> Result<(), String>| {
-        if let Some(v) = var(name) {
-            if let Err(e) = parse(&v) {
-                problems.push(format!("{name}: {e}"));
-            }
-        }
-    };
-    // Each parser stores into its own slot; `parsed` records the problems.
-    let listen = OnceCell::new();
-    let http = OnceCell::new();
-    let slots = OnceCell::new();
-    let interval = OnceCell::new();
-    let suspect_after = OnceCell::new();
-    let down_after = OnceCell::new();
-    let labels = OnceCell::new();
-    parsed(env::LISTEN, &|v| store(&listen, parse_socket_addr(v)));
-    parsed(env::HTTP, &|v| store(&http, parse_socket_addr(v)));
-    parsed(env::SLOTS, &|v| store(&slots, parse_slots(v)));
-    parsed(env::HEARTBEAT_INTERVAL, &|v| {
-        store(&interval, parse_duration(v))
-    });
-    parsed(env::SUSPECT_AFTER, &|v| {
-        store(&suspect_after, parse_duration(v))
-    });
-    parsed(env::DOWN_AFTER, &|v| store(&down_after, parse_duration(v)));
-    parsed(env::LABELS, &|v| {
-        let map = comma_list(v)
-            .iter()
-            .map(|pair| parse_label(pair))
-            .collect::<Result<BTreeMap<_, _>, _>>();
-        store(&labels, map)
-    });
+    let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+    let p = problems;
     Layer {
-        name: var(env::NAME),
-        listen: listen.into_inner(),
-        advertise: var(env::ADVERTISE),
+        name: var(env::NAME).map(|v| v.trim().to_owned()),
+        listen: parsed(env::LISTEN, var(env::LISTEN), parse_socket_addr, p),
+        advertise: var(env::ADVERTISE).map(|v| v.trim().to_owned()),
         seeds: var(env::SEEDS).map(|s| comma_list(&s)),
         cookie: one_secret(
             var(env::COOKIE),
             var(env::COOKIE_FILE).map(PathBuf::from),
             (env::COOKIE, env::COOKIE_FILE),
-            problems,
+            p,
         ),
-        labels: labels.into_inner(),
-        slots: slots.into_inner(),
+        labels: parsed(env::LABELS, var(env::LABELS), parse_labels, p),
+        slots: parsed(env::SLOTS, var(env::SLOTS), parse_slots, p),
         data_dir: var(env::DATA_DIR).map(PathBuf::from),
-        http: http.into_inner(),
+        http: parsed(env::HTTP, var(env::HTTP), parse_socket_addr, p),
         api_token: one_secret(
             var(env::API_TOKEN),
             var(env::API_TOKEN_FILE).map(PathBuf::from),
             (env::API_TOKEN, env::API_TOKEN_FILE),
-            problems,
+            p,
         ),
-        interval: interval.into_inner(),
-        suspect_after: suspect_after.into_inner(),
-        down_after: down_after.into_inner(),
+        interval: parsed(
+            env::HEARTBEAT_INTERVAL,
+            var(env::HEARTBEAT_INTERVAL),
+            parse_duration,
+            p,
+        ),
+        suspect_after: parsed(
+            env::SUSPECT_AFTER,
+            var(env::SUSPECT_AFTER),
+            parse_duration,
+            p,
+        ),
+        down_after: parsed(env::DOWN_AFTER, var(env::DOWN_AFTER), parse_duration, p),
         exec_allow: get(env::EXEC_ALLOW).map(|s| comma_list(&s)),
     }
 }
 
-fn store<T>(cell: &OnceCell<T>, value: Result<T, String>) -> Result<(), String> {
-    let _ = cell.set(value?);
-    Ok(())
+/// `raw` parsed, when given; a failure is recorded as a problem of `source`
+/// (a variable or a flag).
+fn parsed<T>(
+    source: &str,
+    raw: Option<String>,
+    parse: fn(&str) -> Result<T, String>,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    match parse(raw?.trim()) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.push(format!("{source}: {e}"));
+            None
+        }
+    }
 }
 
 fn comma_list(s: &str) -> Vec<String> {
@@ -1087,76 +1073,47 @@ fn comma_list(s: &str) -> Vec<String> {
 // ---- the flag layer --------------------------------------------------------
 
 fn flag_layer(args: &NodeArgs, problems: &mut Vec<String>) -> Layer {
-    let labels = (!args.labels.is_empty()).then(|| {
-        let mut map = BTreeMap::new();
-        for pair in &args.labels {
-            match parse_label(pair) {
-                Ok((k, v)) => {
-                    map.insert(k, v);
-                }
-                Err(e) => problems.push(format!("--label: {e}")),
-            }
+    let mut labels = BTreeMap::new();
+    for pair in &args.labels {
+        if let Some((k, v)) = parsed("--label", Some(pair.clone()), parse_label, problems) {
+            labels.insert(k, v);
         }
-        map
-    });
-    let mut check =
-        |flag: &str, value: Option<&String>, parse: &dyn Fn(&str) -> Result<(), String>| {
-            if let Some(v) = value {
-                if let Err(e) = parse(v.trim()) {
-                    problems.push(format!("--{flag}: {e}"));
-                }
-            }
-        };
-    let listen = OnceCell::new();
-    let http = OnceCell::new();
-    let slots = OnceCell::new();
-    let interval = OnceCell::new();
-    let suspect_after = OnceCell::new();
-    let down_after = OnceCell::new();
-    check("listen", args.listen.as_ref(), &|v| {
-        store(&listen, parse_socket_addr(v))
-    });
-    check("http", args.http.as_ref(), &|v| {
-        store(&http, parse_socket_addr(v))
-    });
-    check("slots", args.slots.as_ref(), &|v| {
-        store(&slots, parse_slots(v))
-    });
-    check(
-        "heartbeat-interval",
-        args.heartbeat_interval.as_ref(),
-        &|v| store(&interval, parse_duration(v)),
-    );
-    check("suspect-after", args.suspect_after.as_ref(), &|v| {
-        store(&suspect_after, parse_duration(v))
-    });
-    check("down-after", args.down_after.as_ref(), &|v| {
-        store(&down_after, parse_duration(v))
-    });
+    }
+    let p = problems;
     Layer {
         name: args.name.clone(),
-        listen: listen.into_inner(),
+        listen: parsed("--listen", args.listen.clone(), parse_socket_addr, p),
         advertise: args.advertise.clone(),
         seeds: (!args.seeds.is_empty()).then(|| comma_list(&args.seeds.join(","))),
         cookie: one_secret(
             args.cookie.clone(),
             args.cookie_file.clone(),
             ("--cookie", "--cookie-file"),
-            problems,
+            p,
         ),
-        labels,
-        slots: slots.into_inner(),
+        labels: (!args.labels.is_empty()).then_some(labels),
+        slots: parsed("--slots", args.slots.clone(), parse_slots, p),
         data_dir: args.data_dir.clone(),
-        http: http.into_inner(),
+        http: parsed("--http", args.http.clone(), parse_socket_addr, p),
         api_token: one_secret(
             args.api_token.clone(),
             args.api_token_file.clone(),
             ("--api-token", "--api-token-file"),
-            problems,
+            p,
         ),
-        interval: interval.into_inner(),
-        suspect_after: suspect_after.into_inner(),
-        down_after: down_after.into_inner(),
+        interval: parsed(
+            "--heartbeat-interval",
+            args.heartbeat_interval.clone(),
+            parse_duration,
+            p,
+        ),
+        suspect_after: parsed(
+            "--suspect-after",
+            args.suspect_after.clone(),
+            parse_duration,
+            p,
+        ),
+        down_after: parsed("--down-after", args.down_after.clone(), parse_duration, p),
         exec_allow: (!args.exec_allow.is_empty()).then(|| args.exec_allow.clone()),
     }
 }
@@ -1180,6 +1137,14 @@ fn parse_slots(text: &str) -> Result<usize, String> {
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
         .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. 250ms, 1s or 2m"))
+}
+
+/// `k=v,k=v`.
+fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    comma_list(text)
+        .iter()
+        .map(|pair| parse_label(pair))
+        .collect()
 }
 
 fn parse_label(pair: &str) -> Result<(String, String), String> {
