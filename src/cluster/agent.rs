@@ -10,12 +10,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use std::sync::Arc;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorClusterMessage;
 use tracing::{debug, warn};
 
 use super::manager::ManagerMsg;
-use super::wire::{Finished, Heartbeat, Homeward, StopAttempt, Wire};
+use super::blob::{Blobs, Chunk, ChunkRequest, Payload};
+use super::wire::{Assigned, Finished, Heartbeat, Homeward, StopAttempt, Wire};
 use crate::engine::attempt::AttemptMsg;
 use crate::engine::remote::Assignment;
 use crate::engine::retry::OVERLOADED;
@@ -47,13 +50,16 @@ pub enum AgentMsg {
     /// The answer to this node's heartbeat.
     Pong(Wire<Heartbeat>),
     /// Run an attempt here for a run owned by another node.
-    Assign(Wire<Assignment>),
+    Assign(Wire<Assigned>),
     /// The result of an attempt this node assigned elsewhere.
     Finished(Wire<Finished>),
     /// Stop an attempt that was assigned here.
     Stop(Wire<StopAttempt>),
     /// (Local) an attempt assigned here finished: send its result home.
     Home(Wire<Homeward>),
+    /// Part of a blob this node holds.
+    #[rpc]
+    Fetch(Wire<ChunkRequest>, RpcReplyPort<Wire<Chunk>>),
 }
 
 impl std::fmt::Debug for AgentMsg {
@@ -65,6 +71,7 @@ impl std::fmt::Debug for AgentMsg {
             AgentMsg::Finished(_) => "Finished",
             AgentMsg::Stop(_) => "Stop",
             AgentMsg::Home(_) => "Home",
+            AgentMsg::Fetch(..) => "Fetch",
         })
     }
 }
@@ -79,6 +86,8 @@ pub struct AgentArgs {
     /// Assignments accepted at once (running or waiting for the pool);
     /// beyond it the owner hears `overloaded`.
     pub max_accepted: usize,
+    /// The node's blob cache.
+    pub blobs: Arc<Blobs>,
 }
 
 /// The agent actor; its state is [`AgentState`].
@@ -95,6 +104,7 @@ pub struct AgentState {
     running: HashMap<ActorId, (String, TaskKey, u32, String, ActorRef<AttemptMsg>)>,
     /// Accepted but not yet spawned (spawning awaits).
     starting: usize,
+    blobs: Arc<Blobs>,
     /// Results whose owner was unreachable, sent when it is heard again.
     outbox: VecDeque<(Instant, String, Finished)>,
 }
@@ -123,6 +133,7 @@ impl Actor for NodeAgent {
             max_accepted: args.max_accepted,
             running: HashMap::new(),
             starting: 0,
+            blobs: args.blobs,
             outbox: VecDeque::new(),
         })
     }
@@ -150,9 +161,34 @@ impl Actor for NodeAgent {
                     .manager
                     .cast(ManagerMsg::Heard(pong.clone(), Some(pong.sent_us)));
             }
-            AgentMsg::Assign(Wire(Ok(assignment))) => state.assign(&myself, assignment).await,
-            AgentMsg::Finished(Wire(Ok(f))) => {
-                state.engine.deliver(&f.run_id, f.key, f.attempt, f.result);
+            AgentMsg::Assign(Wire(Ok(Assigned { mut assignment, input }))) => match input {
+                Payload::Inline(value) => {
+                    assignment.input = value;
+                    state.assign(&myself, assignment).await;
+                }
+                blob => state.fetch_then_assign(&myself, assignment, blob),
+            },
+            AgentMsg::Finished(Wire(Ok(f))) => match f.result {
+                Ok(Payload::Inline(value)) => {
+                    state.engine.deliver(&f.run_id, f.key, f.attempt, Ok(value));
+                }
+                Err(e) => state.engine.deliver(&f.run_id, f.key, f.attempt, Err(e)),
+                Ok(blob) => {
+                    let (engine, blobs) = (state.engine.clone(), Arc::clone(&state.blobs));
+                    tokio::spawn(async move {
+                        let result = blobs
+                            .unpack(blob)
+                            .await
+                            .map_err(|e| TaskError::retryable("transfer", e));
+                        engine.deliver(&f.run_id, f.key, f.attempt, result);
+                    });
+                }
+            },
+            AgentMsg::Fetch(Wire(Ok(req)), reply) => {
+                let _ = reply.send(Wire::new(state.blobs.chunk(&req)));
+            }
+            AgentMsg::Fetch(Wire(Err(e)), reply) => {
+                let _ = reply.send(Wire::new(Chunk { data: Err(e) }));
             }
             AgentMsg::Home(Wire(Ok(h))) => state.send_home(h.owner, h.finished),
             AgentMsg::Stop(Wire(Ok(stop))) => {
@@ -248,6 +284,29 @@ impl AgentState {
         self.outbox = kept;
     }
 
+    /// Fetches a blob input off the agent, then assigns again with it inline.
+    fn fetch_then_assign(&self, myself: &ActorRef<AgentMsg>, assignment: Assignment, input: Payload) {
+        let (me, blobs) = (myself.clone(), Arc::clone(&self.blobs));
+        tokio::spawn(async move {
+            let msg = match blobs.unpack(input).await {
+                Ok(value) => AgentMsg::Assign(Wire::new(Assigned {
+                    assignment,
+                    input: Payload::Inline(value),
+                })),
+                Err(e) => AgentMsg::Home(Wire::new(Homeward {
+                    owner: assignment.owner,
+                    finished: Finished {
+                        run_id: assignment.run_id,
+                        key: assignment.key,
+                        attempt: assignment.attempt,
+                        result: Err(TaskError::retryable("transfer", e)),
+                    },
+                })),
+            };
+            let _ = me.cast(msg);
+        });
+    }
+
     fn heartbeat_template(&self) -> Heartbeat {
         Heartbeat {
             from: self.engine.node().to_owned(),
@@ -283,12 +342,13 @@ impl AgentState {
         let home = owner.clone();
         let report_run = run_id.clone();
         let me = myself.clone();
+        let blobs = Arc::clone(&self.blobs);
         let report: crate::engine::remote::ReportFn = Box::new(move |result| {
             let finished = Finished {
                 run_id: report_run,
                 key,
                 attempt,
-                result,
+                result: result.map(|v| blobs.pack(v)),
             };
             let homeward = Homeward {
                 owner: home,

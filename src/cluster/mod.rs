@@ -12,6 +12,7 @@
 //! ```
 
 pub mod agent;
+pub mod blob;
 pub mod manager;
 pub mod placement;
 mod view;
@@ -120,6 +121,7 @@ impl Cluster {
         )
         .await
         .map_err(|e| format!("cannot start the cluster manager: {e}"))?;
+        let blobs = Arc::new(blob::Blobs::new(&config.name));
         let (agent, _) = Actor::spawn(
             None,
             NodeAgent,
@@ -127,6 +129,7 @@ impl Cluster {
                 engine: engine.clone(),
                 manager: manager.clone(),
                 max_accepted: (config.slots as usize).saturating_mul(4).max(16),
+                blobs: Arc::clone(&blobs),
             },
         )
         .await
@@ -134,6 +137,7 @@ impl Cluster {
         engine.attach(Arc::new(ClusterPlacement::new(
             view.clone(),
             engine.clone(),
+            blobs,
         )));
         Ok(Cluster {
             view,

@@ -7,7 +7,8 @@ use std::sync::Mutex;
 
 use super::agent::{AgentMsg, agent_of};
 use super::view::{ClusterView, Member, PeerState};
-use super::wire::{StopAttempt, Wire};
+use super::blob::Blobs;
+use super::wire::{Assigned, StopAttempt, Wire};
 use crate::engine::remote::{Assignment, Placed, Placement};
 use crate::engine::retry::Jitter;
 use crate::engine::{Engine, TaskKey};
@@ -49,11 +50,12 @@ pub struct ClusterPlacement {
     /// Attempts this node sent to each peer and not yet settled.
     sent: Mutex<HashMap<String, u32>>,
     jitter: Mutex<Jitter>,
+    blobs: std::sync::Arc<Blobs>,
 }
 
 impl ClusterPlacement {
     /// Placement for `engine` over `view`.
-    pub fn new(view: ClusterView, engine: Engine) -> Self {
+    pub fn new(view: ClusterView, engine: Engine, blobs: std::sync::Arc<Blobs>) -> Self {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(7, |d| d.as_nanos() as u64);
@@ -62,6 +64,7 @@ impl ClusterPlacement {
             engine,
             sent: Mutex::new(HashMap::new()),
             jitter: Mutex::new(Jitter::new(seed)),
+            blobs,
         }
     }
 }
@@ -94,7 +97,7 @@ impl Placement for ClusterPlacement {
         }
     }
 
-    fn assign(&self, node: &str, assignment: Assignment) -> Result<(), String> {
+    fn assign(&self, node: &str, mut assignment: Assignment) -> Result<(), String> {
         let agent = agent_of(node).ok_or_else(|| format!("node {node} is not connected"))?;
         *self
             .sent
@@ -102,8 +105,9 @@ impl Placement for ClusterPlacement {
             .unwrap_or_else(|p| p.into_inner())
             .entry(node.to_owned())
             .or_default() += 1;
+        let input = self.blobs.pack(std::mem::take(&mut assignment.input));
         agent
-            .cast(AgentMsg::Assign(Wire::new(assignment)))
+            .cast(AgentMsg::Assign(Wire::new(Assigned { assignment, input })))
             .map_err(|e| format!("cannot reach node {node}: {e}"))
     }
 

@@ -11,9 +11,10 @@
 use bincode::{Decode, Encode};
 use ractor::BytesConvertable;
 
+use super::blob::Payload;
 use crate::engine::TaskKey;
+use crate::engine::remote::Assignment;
 use crate::executor::TaskError;
-use crate::value::Value;
 
 /// A payload as it came off the wire: the value, or why it did not decode.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,8 +81,18 @@ pub struct Finished {
     pub key: TaskKey,
     /// The attempt (fencing token).
     pub attempt: u32,
-    /// Output or error.
-    pub result: Result<Value, TaskError>,
+    /// Output (inline, or a blob to fetch) or error.
+    pub result: Result<Payload, TaskError>,
+}
+
+/// An assignment on the wire: its input travels as a [`Payload`] (the
+/// assignment's own `input` is null then).
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct Assigned {
+    /// The assignment.
+    pub assignment: Assignment,
+    /// Its input.
+    pub input: Payload,
 }
 
 /// A result on its way home, with the node it goes to (local to a node).

@@ -134,6 +134,28 @@ impl Executor for Sum {
     }
 }
 
+/// `builtin/bytes`: outputs `size` bytes of deterministic filler (byte `i`
+/// is `(i * 31 + 7) mod 256`): test data for moving large values between
+/// nodes. At most 1 GiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bytes;
+
+/// Largest `size` `builtin/bytes` makes.
+const BYTES_MAX: i64 = 1 << 30;
+
+#[async_trait]
+impl Executor for Bytes {
+    async fn execute(&self, _ctx: &AttemptContext, input: Value) -> Result<Value, TaskError> {
+        let with = fields("builtin/bytes", &input, &["size"])?;
+        let size = match with.get("size") {
+            None => return Err(missing("size", "a number of bytes")),
+            Some(Value::Int(n)) if (0..=BYTES_MAX).contains(n) => *n as usize,
+            Some(other) => return Err(wrong("size", "a number of bytes up to 1 GiB", other)),
+        };
+        Ok(Value::Bytes((0..size).map(|i| (i.wrapping_mul(31) + 7) as u8).collect()))
+    }
+}
+
 fn sum(values: &[Value]) -> Result<Value, TaskError> {
     // i128 cannot overflow on fewer than 2^64 i64 terms.
     let mut ints: i128 = 0;

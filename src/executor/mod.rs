@@ -59,7 +59,14 @@ pub struct AttemptContext {
 
 /// Why an attempt failed.
 #[derive(
-    Debug, Clone, PartialEq, Eq, thiserror::Error, bincode::Encode, bincode::Decode, serde::Serialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    thiserror::Error,
+    bincode::Encode,
+    bincode::Decode,
+    serde::Serialize,
 )]
 #[error("{class}: {message}")]
 pub struct TaskError {
@@ -130,6 +137,7 @@ impl Executors {
         executors.insert("builtin/sleep", Arc::new(Sleep));
         executors.insert("builtin/fail", Arc::new(Fail));
         executors.insert("builtin/sum", Arc::new(Sum));
+        executors.insert("builtin/bytes", Arc::new(builtin::Bytes));
         executors.insert("exec", Arc::new(Exec::new(config)));
         executors.insert("http", Arc::new(http));
         executors
