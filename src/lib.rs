@@ -6,6 +6,7 @@
 
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
+pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod engine;

@@ -1,0 +1,210 @@
+//! The HTTP API every node serves: submit runs, read their status and event
+//! streams, cancel them, look at the cluster, scrape metrics.
+//!
+//! JSON everywhere; every error is an object with an `error` field. When
+//! [`ApiState::token`] is set, every endpoint but `GET /health` needs
+//! `Authorization: Bearer <token>`. The endpoints are described in
+//! `docs/api.md` and served as an OpenAPI 3 document at
+//! `GET /api/v1/openapi.json`.
+//!
+//! This module owns the HTTP surface only: it talks to the [`Engine`]
+//! through its public handle and to the membership through [`ClusterView`],
+//! never to the store or to actors directly. Deciding whether a token is
+//! needed is the node's job ([`requires_token`] helps).
+
+mod auth;
+mod error;
+mod events;
+mod openapi;
+mod prometheus;
+mod runs;
+mod status;
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
+use axum::routing::{self, MethodRouter};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+
+pub use self::prometheus::install_metrics;
+use crate::cluster::ClusterView;
+use crate::engine::Engine;
+use crate::executor::Executors;
+
+/// Largest request body accepted by default: 8 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// What the HTTP API serves from.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The node's engine: runs are submitted to it and read from it.
+    pub engine: Engine,
+    /// The executors workflows are compiled against (`uses` is checked).
+    pub executors: Executors,
+    /// The membership view (`/api/v1/cluster`, `/health`).
+    pub cluster: ClusterView,
+    /// Bearer token every endpoint but `GET /health` requires; `None` means
+    /// no authentication (only sensible on loopback, see [`requires_token`]).
+    pub token: Option<String>,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    /// Default [`DEFAULT_MAX_BODY_BYTES`] (8 MiB).
+    pub max_body_bytes: usize,
+    /// Where `/metrics` renders from; `None` makes `/metrics` answer 404.
+    /// See [`install_metrics`].
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl ApiState {
+    /// A state with no token, the default body limit and no metrics.
+    pub fn new(engine: Engine, executors: Executors, cluster: ClusterView) -> ApiState {
+        ApiState {
+            engine,
+            executors,
+            cluster,
+            token: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            metrics: None,
+        }
+    }
+}
+
+impl fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiState")
+            .field("engine", &self.engine)
+            .field("executors", &self.executors)
+            .field("cluster", &self.cluster)
+            // The token is a secret: show only whether there is one.
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
+}
+
+/// Whether an API listening on `addr` must require a bearer token: anything
+/// but a loopback address does.
+pub fn requires_token(addr: &SocketAddr) -> bool {
+    !addr.ip().is_loopback()
+}
+
+/// The API's routes over `state`, for embedding or for tests. Event streams
+/// served by this router end only when their run ends or the client goes;
+/// [`serve`] also ends them on shutdown.
+pub fn router(state: ApiState) -> Router {
+    build(Arc::new(Shared::new(state)))
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then stops
+/// accepting connections, ends open event streams and waits for the
+/// requests in flight.
+///
+/// # Errors
+/// When accepting connections fails for good.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let shared = Arc::new(Shared::new(state));
+    let app = build(Arc::clone(&shared));
+    let signal = async move {
+        shutdown.await;
+        // Event streams never end on their own while a run is going; without
+        // this, graceful shutdown would wait for every one of them.
+        shared.closing.send_replace(true);
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .await
+}
+
+/// Every endpoint the router serves, as `(method, path)` with axum's
+/// `{param}` syntax, in the order they are routed. The OpenAPI document
+/// lists exactly these.
+pub fn endpoints() -> Vec<(&'static str, &'static str)> {
+    routes().endpoints
+}
+
+/// What every handler reads.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) state: ApiState,
+    /// Turns true when [`serve`] begins shutting down.
+    pub(crate) closing: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn new(state: ApiState) -> Shared {
+        Shared {
+            state,
+            closing: watch::Sender::new(false),
+        }
+    }
+}
+
+type AppState = Arc<Shared>;
+
+/// The router under construction, with the list of what it routes, so the
+/// OpenAPI document can be checked against the real routes.
+struct Routes {
+    router: Router<AppState>,
+    endpoints: Vec<(&'static str, &'static str)>,
+}
+
+impl Routes {
+    fn add(
+        mut self,
+        method: &'static str,
+        path: &'static str,
+        route: MethodRouter<AppState>,
+    ) -> Self {
+        self.router = self.router.route(path, route);
+        self.endpoints.push((method, path));
+        self
+    }
+
+    fn get<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, handler: H) -> Self {
+        self.add("GET", path, routing::get(handler))
+    }
+
+    fn post<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, handler: H) -> Self {
+        self.add("POST", path, routing::post(handler))
+    }
+}
+
+fn routes() -> Routes {
+    Routes {
+        router: Router::new(),
+        endpoints: Vec::new(),
+    }
+    .post("/api/v1/runs", runs::submit)
+    .get("/api/v1/runs", runs::list)
+    .get("/api/v1/runs/{id}", runs::get)
+    .post("/api/v1/runs/{id}/cancel", runs::cancel)
+    .get("/api/v1/runs/{id}/events", events::stream)
+    .get("/api/v1/cluster", status::cluster)
+    .get("/api/v1/openapi.json", openapi::document)
+    .get("/health", status::health)
+    .get("/metrics", prometheus::render)
+}
+
+fn build(shared: AppState) -> Router {
+    let limit = shared.state.max_body_bytes;
+    routes()
+        .router
+        .fallback(error::no_such_endpoint)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            auth::require_token,
+        ))
+        .with_state(shared)
+}
