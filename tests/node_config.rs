@@ -39,9 +39,9 @@ fn defaults_need_no_file_and_stay_on_loopback() {
     assert_eq!(c.http.to_string(), "127.0.0.1:8080");
     assert_eq!(c.slots, 256);
     assert_eq!(c.data_dir, PathBuf::from(".symphony"));
-    assert_eq!(c.heartbeat.interval, Duration::from_millis(250));
-    assert_eq!(c.heartbeat.suspect_after, Duration::from_secs(1));
-    assert_eq!(c.heartbeat.down_after, Duration::from_secs(2));
+    assert_eq!(c.heartbeat.interval, Duration::from_millis(200));
+    assert_eq!(c.heartbeat.suspect_after, Duration::from_millis(800));
+    assert_eq!(c.heartbeat.down_after, Duration::from_millis(1500));
     assert!(c.seeds.is_empty() && c.cookie().is_none() && c.api_token().is_none());
     assert_eq!(c.exec_allow, None);
     assert!(!c.name.is_empty());

@@ -24,20 +24,21 @@ use crate::engine::Engine;
 /// Heartbeat timing.
 #[derive(Debug, Clone, Copy)]
 pub struct HeartbeatTimes {
-    /// Between pings. Default 250 ms.
+    /// Between pings. Default 200 ms.
     pub interval: Duration,
-    /// Silence after which a peer is `suspect`. Default 1 s.
+    /// Silence after which a peer is `suspect`. Default 800 ms.
     pub suspect_after: Duration,
-    /// Silence after which a peer is `down`. Default 2 s.
+    /// Silence after which a peer is `down`. Default 1.5 s: with one interval
+    /// of lateness, a frozen peer is down in under 2 s.
     pub down_after: Duration,
 }
 
 impl Default for HeartbeatTimes {
     fn default() -> Self {
         HeartbeatTimes {
-            interval: Duration::from_millis(250),
-            suspect_after: Duration::from_secs(1),
-            down_after: Duration::from_secs(2),
+            interval: Duration::from_millis(200),
+            suspect_after: Duration::from_millis(800),
+            down_after: Duration::from_millis(1500),
         }
     }
 }

@@ -22,9 +22,9 @@
 //! | `http` | `--http` | `SYMPHONY_HTTP` | `127.0.0.1:8080` |
 //! | `api_token` | `--api-token` | `SYMPHONY_API_TOKEN` | none |
 //! | `api_token_file` | `--api-token-file` | `SYMPHONY_API_TOKEN_FILE` | none |
-//! | `heartbeat.interval` | `--heartbeat-interval` | `SYMPHONY_HEARTBEAT_INTERVAL` | 250ms |
-//! | `heartbeat.suspect_after` | `--suspect-after` | `SYMPHONY_SUSPECT_AFTER` | 1s |
-//! | `heartbeat.down_after` | `--down-after` | `SYMPHONY_DOWN_AFTER` | 2s |
+//! | `heartbeat.interval` | `--heartbeat-interval` | `SYMPHONY_HEARTBEAT_INTERVAL` | 200ms |
+//! | `heartbeat.suspect_after` | `--suspect-after` | `SYMPHONY_SUSPECT_AFTER` | 800ms |
+//! | `heartbeat.down_after` | `--down-after` | `SYMPHONY_DOWN_AFTER` | 1500ms |
 //! | `exec_allow` | `--exec-allow` (repeatable) | `SYMPHONY_EXEC_ALLOW` (comma-separated) | any command |
 //!
 //! Relative paths (`data_dir`, `cookie_file`, `api_token_file`) are taken
@@ -99,22 +99,23 @@ const SYNONYMS: &[(&str, &str)] = &[
 /// way (`250ms`, `1s`, `1m 30s`) or, in YAML, as a number of milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeartbeatConfig {
-    /// How often a node sends a heartbeat to each peer. Default 250ms.
+    /// How often a node sends a heartbeat to each peer. Default 200ms.
     pub interval: Duration,
     /// Without a heartbeat for this long, a peer is suspect: no new work is
-    /// placed there. Default 1s.
+    /// placed there. Default 800ms.
     pub suspect_after: Duration,
     /// Without a heartbeat for this long, a peer is down: its attempts fail
-    /// with class `node_lost` and run again elsewhere. Default 2s.
+    /// with class `node_lost` and run again elsewhere. Default 1500ms (a frozen peer is
+    /// declared down within 1.5 s plus one interval, under 2 s).
     pub down_after: Duration,
 }
 
 impl Default for HeartbeatConfig {
     fn default() -> Self {
         HeartbeatConfig {
-            interval: Duration::from_millis(250),
-            suspect_after: Duration::from_secs(1),
-            down_after: Duration::from_secs(2),
+            interval: Duration::from_millis(200),
+            suspect_after: Duration::from_millis(800),
+            down_after: Duration::from_millis(1500),
         }
     }
 }
@@ -276,13 +277,13 @@ pub struct NodeArgs {
     /// A file holding the API token.
     #[arg(long, value_name = "FILE")]
     pub api_token_file: Option<PathBuf>,
-    /// How often to send heartbeats [default: 250ms].
+    /// How often to send heartbeats [default: 200ms].
     #[arg(long, value_name = "DURATION")]
     pub heartbeat_interval: Option<String>,
-    /// Silence after which a peer is suspect [default: 1s].
+    /// Silence after which a peer is suspect [default: 800ms].
     #[arg(long, value_name = "DURATION")]
     pub suspect_after: Option<String>,
-    /// Silence after which a peer is down [default: 2s].
+    /// Silence after which a peer is down [default: 1500ms].
     #[arg(long, value_name = "DURATION")]
     pub down_after: Option<String>,
     /// A command `exec` tasks may run (repeatable) [default: any command].
