@@ -361,3 +361,50 @@ fn runs_without_a_server_lists_the_data_dir() {
         stderr(&out)
     );
 }
+
+#[test]
+fn cluster_status_lists_every_member() {
+    let seed = Node::healthy("alpha", "cookie: c00kie\nlabels: { zone: a }");
+    let joiner = Node::healthy(
+        "beta",
+        &format!(
+            "cookie: c00kie\nseeds: [{}]\nlabels: {{ gpu: \"true\" }}",
+            seed.cluster_addr
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    wait_until("alpha to see beta up", Duration::from_secs(20), || {
+        let out = client(dir.path(), &seed, &["cluster", "status", "--json"]);
+        let view = json(&out);
+        view["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["name"] == "beta" && m["state"] == "up"))
+    });
+    // Right after joining, a peer's labels and slots may not have arrived.
+    wait_until(
+        "beta to know alpha's labels",
+        Duration::from_secs(20),
+        || {
+            let out = client(dir.path(), &joiner, &["cluster", "status", "--json"]);
+            json(&out)["members"].as_array().is_some_and(|m| {
+                m.iter()
+                    .any(|m| m["name"] == "alpha" && m["labels"]["zone"] == "a")
+            })
+        },
+    );
+    let out = client(dir.path(), &joiner, &["cluster", "status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0], "cluster as seen by beta (joined)", "{table}");
+    assert!(lines[1].starts_with("NAME"), "{table}");
+    assert!(
+        lines[2].starts_with("beta ") && lines[2].contains("gpu=true"),
+        "{table}"
+    );
+    assert!(
+        lines[3].starts_with("alpha ") && lines[3].contains("zone=a"),
+        "{table}"
+    );
+    assert!(lines[3].contains(&seed.cluster_addr), "{table}");
+}
