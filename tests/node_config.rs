@@ -376,7 +376,15 @@ fn the_node_command_exits_78_listing_every_problem() {
     write(dir.path(), "bad.yaml", "slots: 0\nlisten: 0.0.0.0:7400\n");
     let out = run_in(
         dir.path(),
-        &["node", "--config", "bad.yaml", "--down-after", "1ms"],
+        &[
+            "node",
+            "--config",
+            "bad.yaml",
+            "--suspect-after",
+            "1s",
+            "--down-after",
+            "1ms",
+        ],
     );
     assert_eq!(out.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&out.stderr);
