@@ -2,7 +2,6 @@
 //! through seeds, work spreading, a killed or frozen worker, a lost seed, a
 //! wrong cookie, garbage on the cluster port.
 
-
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -31,7 +30,13 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path, name: &str, seeds: &[&Node], cookie: &str) -> Node {
-        Self::start_with(dir, name, &seeds.iter().map(|n| n.addr()).collect::<Vec<_>>(), cookie, &[])
+        Self::start_with(
+            dir,
+            name,
+            &seeds.iter().map(|n| n.addr()).collect::<Vec<_>>(),
+            cookie,
+            &[],
+        )
     }
 
     fn start_with(dir: &Path, name: &str, seeds: &[String], cookie: &str, extra: &[&str]) -> Node {
@@ -41,9 +46,19 @@ impl Node {
         cmd.args(["node", "--name", name])
             .args(["--listen", &format!("127.0.0.1:{cluster}")])
             .args(["--http", &format!("127.0.0.1:{http}")])
-            .args(["--data-dir", dir.join(format!("{name}-data")).to_str().unwrap()])
+            .args([
+                "--data-dir",
+                dir.join(format!("{name}-data")).to_str().unwrap(),
+            ])
             .args(["--cookie", cookie, "--slots", "8"])
-            .args(["--heartbeat-interval", "100ms", "--suspect-after", "500ms", "--down-after", "1s"])
+            .args([
+                "--heartbeat-interval",
+                "100ms",
+                "--suspect-after",
+                "500ms",
+                "--down-after",
+                "1s",
+            ])
             .args(extra)
             .env("SYMPHONY_LOG", "info")
             .env_remove("SYMPHONY_DATA_DIR")
@@ -75,22 +90,41 @@ impl Node {
             .args(["-s", "-f", "-m", "2", &self.url(path)])
             .output()
             .ok()?;
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
     }
 
     fn metrics(&self) -> String {
-        let out = Command::new("curl").args(["-s", "-m", "2", &self.url("/metrics")]).output().unwrap();
+        let out = Command::new("curl")
+            .args(["-s", "-m", "2", &self.url("/metrics")])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn submit(&self, workflow: &str) -> String {
         let body = json!({ "workflow": workflow }).to_string();
         let out = Command::new("curl")
-            .args(["-s", "-f", "-m", "10", "-H", "content-type: application/json", "-d", &body])
+            .args([
+                "-s",
+                "-f",
+                "-m",
+                "10",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                &body,
+            ])
             .arg(self.url("/api/v1/runs"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "submit failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
         doc["run_id"].as_str().unwrap().to_owned()
     }
@@ -110,7 +144,10 @@ impl Node {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 }
@@ -125,14 +162,21 @@ impl Drop for Node {
 fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
     start.elapsed()
 }
 
 fn all_up(nodes: &[&Node]) -> bool {
-    let up = nodes.iter().all(|n| nodes.iter().all(|m| n.sees(&m.name).as_deref() == Some("up")));
+    let up = nodes.iter().all(|n| {
+        nodes
+            .iter()
+            .all(|m| n.sees(&m.name).as_deref() == Some("up"))
+    });
     if !up && std::env::var("CLUSTER_DEBUG").is_ok() {
         for n in nodes {
             eprintln!("{}: {:?}", n.name, n.get("/api/v1/cluster"));
@@ -149,7 +193,13 @@ fn run_status(node: &Node, run: &str) -> Option<String> {
 /// The journal of a finished run, from its event stream.
 fn events(node: &Node, run: &str) -> Vec<Value> {
     let out = Command::new("curl")
-        .args(["-s", "-N", "-m", "10", &node.url(&format!("/api/v1/runs/{run}/events"))])
+        .args([
+            "-s",
+            "-N",
+            "-m",
+            "10",
+            &node.url(&format!("/api/v1/runs/{run}/events")),
+        ])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -182,7 +232,9 @@ fn three_nodes_join_through_seeds_and_share_a_workflow() {
     let n2 = Node::start(dir.path(), "n2", &[&n1], "secret");
     // n3 knows only n2, yet meets n1.
     let n3 = Node::start(dir.path(), "n3", &[&n2], "secret");
-    wait_for("three nodes up everywhere", Duration::from_secs(20), || all_up(&[&n1, &n2, &n3]));
+    wait_for("three nodes up everywhere", Duration::from_secs(20), || {
+        all_up(&[&n1, &n2, &n3])
+    });
     for n in [&n1, &n2, &n3] {
         assert_eq!(n.get("/health").unwrap()["status"], "ready");
     }
@@ -201,17 +253,25 @@ fn a_killed_worker_costs_a_retry_and_its_attempts_run_elsewhere() {
     let n1 = Node::start(dir.path(), "n1", &[], "secret");
     let n2 = Node::start(dir.path(), "n2", &[&n1], "secret");
     let mut n3 = Node::start(dir.path(), "n3", &[&n1], "secret");
-    wait_for("three nodes up", Duration::from_secs(20), || all_up(&[&n1, &n2, &n3]));
+    wait_for("three nodes up", Duration::from_secs(20), || {
+        all_up(&[&n1, &n2, &n3])
+    });
 
     let run = n1.submit(&fan_out(30, "1500ms"));
     wait_for("work on n3", Duration::from_secs(10), || {
         n1.get("/api/v1/cluster").is_some_and(|v| {
-            v["members"].as_array().unwrap().iter().any(|m| m["name"] == "n3" && m["load"].as_u64() > Some(0))
+            v["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "n3" && m["load"].as_u64() > Some(0))
         })
     });
     n3.child.kill().unwrap(); // SIGKILL
     n3.child.wait().unwrap();
-    wait_for("n3 down", Duration::from_secs(5), || n1.sees("n3").as_deref() == Some("down"));
+    wait_for("n3 down", Duration::from_secs(5), || {
+        n1.sees("n3").as_deref() == Some("down")
+    });
     wait_for("the run to succeed", Duration::from_secs(40), || {
         run_status(&n1, &run).as_deref() == Some("succeeded")
     });
@@ -231,31 +291,48 @@ fn a_frozen_worker_is_declared_down_in_bound_and_its_late_results_are_fenced() {
     let n1 = Node::start(dir.path(), "n1", &[], "secret");
     let n2 = Node::start(dir.path(), "n2", &[&n1], "secret");
     let n3 = Node::start(dir.path(), "n3", &[&n1], "secret");
-    wait_for("three nodes up", Duration::from_secs(20), || all_up(&[&n1, &n2, &n3]));
+    wait_for("three nodes up", Duration::from_secs(20), || {
+        all_up(&[&n1, &n2, &n3])
+    });
 
     let run = n1.submit(&fan_out(24, "1500ms"));
     wait_for("work on n3", Duration::from_secs(10), || {
         n1.get("/api/v1/cluster").is_some_and(|v| {
-            v["members"].as_array().unwrap().iter().any(|m| m["name"] == "n3" && m["load"].as_u64() > Some(0))
+            v["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == "n3" && m["load"].as_u64() > Some(0))
         })
     });
     n3.signal("-STOP");
     // Configured: suspect after 500 ms, down after 1 s; one tick of slack.
-    let took = wait_for("n3 down", Duration::from_secs(5), || n1.sees("n3").as_deref() == Some("down"));
-    assert!(took <= Duration::from_millis(1600), "declared down after {took:?}");
+    let took = wait_for("n3 down", Duration::from_secs(5), || {
+        n1.sees("n3").as_deref() == Some("down")
+    });
+    assert!(
+        took <= Duration::from_millis(1600),
+        "declared down after {took:?}"
+    );
     wait_for("the run to succeed", Duration::from_secs(40), || {
         run_status(&n1, &run).as_deref() == Some("succeeded")
     });
     n3.signal("-CONT");
-    wait_for("n3 back up", Duration::from_secs(20), || n1.sees("n3").as_deref() == Some("up"));
-    // Its attempts finish after all and report home: fenced, never applied.
-    wait_for("stale results dropped and counted", Duration::from_secs(20), || {
-        n1.metrics()
-            .lines()
-            .find(|l| l.starts_with("symphony_results_fenced_total"))
-            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .is_some_and(|v| v > 0.0)
+    wait_for("n3 back up", Duration::from_secs(20), || {
+        n1.sees("n3").as_deref() == Some("up")
     });
+    // Its attempts finish after all and report home: fenced, never applied.
+    wait_for(
+        "stale results dropped and counted",
+        Duration::from_secs(20),
+        || {
+            n1.metrics()
+                .lines()
+                .find(|l| l.starts_with("symphony_results_fenced_total"))
+                .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+                .is_some_and(|v| v > 0.0)
+        },
+    );
     assert_eq!(run_status(&n1, &run).as_deref(), Some("succeeded"));
 }
 
@@ -264,7 +341,9 @@ fn a_new_node_joins_through_another_seed_when_the_first_is_dead() {
     let dir = tempfile::tempdir().unwrap();
     let mut n1 = Node::start(dir.path(), "n1", &[], "secret");
     let n2 = Node::start(dir.path(), "n2", &[&n1], "secret");
-    wait_for("two nodes up", Duration::from_secs(20), || all_up(&[&n1, &n2]));
+    wait_for("two nodes up", Duration::from_secs(20), || {
+        all_up(&[&n1, &n2])
+    });
     let seeds = [n1.addr(), n2.addr()];
     n1.child.kill().unwrap();
     n1.child.wait().unwrap();
@@ -279,16 +358,31 @@ fn a_wrong_cookie_is_refused_and_never_a_member() {
     let dir = tempfile::tempdir().unwrap();
     let n1 = Node::start(dir.path(), "n1", &[], "secret");
     let bad = Node::start(dir.path(), "intruder", &[&n1], "not-the-secret");
-    wait_for("both sides to log the refusal", Duration::from_secs(15), || {
-        n1.log_text().contains("before the peer authenticated")
-            && bad.log_text().contains("before the peer authenticated")
-    });
+    wait_for(
+        "both sides to log the refusal",
+        Duration::from_secs(15),
+        || {
+            n1.log_text().contains("before the peer authenticated")
+                && bad.log_text().contains("before the peer authenticated")
+        },
+    );
     assert_eq!(n1.sees("intruder"), None);
     let health = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &bad.url("/health")])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &bad.url("/health"),
+        ])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&health.stdout), "503", "the intruder never joins");
+    assert_eq!(
+        String::from_utf8_lossy(&health.stdout),
+        "503",
+        "the intruder never joins"
+    );
 }
 
 #[test]
@@ -296,8 +390,14 @@ fn garbage_on_the_cluster_port_does_not_hurt_the_node() {
     let dir = tempfile::tempdir().unwrap();
     let n1 = Node::start(dir.path(), "n1", &[], "secret");
     let n2 = Node::start(dir.path(), "n2", &[&n1], "secret");
-    wait_for("two nodes up", Duration::from_secs(20), || all_up(&[&n1, &n2]));
-    for junk in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[0xff; 4096][..], &[0, 0, 0, 8, 1, 2, 3][..]] {
+    wait_for("two nodes up", Duration::from_secs(20), || {
+        all_up(&[&n1, &n2])
+    });
+    for junk in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0xff; 4096][..],
+        &[0, 0, 0, 8, 1, 2, 3][..],
+    ] {
         let mut s = std::net::TcpStream::connect(n1.addr()).unwrap();
         let _ = s.write_all(junk);
     }
@@ -312,9 +412,23 @@ fn garbage_on_the_cluster_port_does_not_hurt_the_node() {
 fn a_100_mb_value_moves_between_nodes_as_a_blob() {
     let dir = tempfile::tempdir().unwrap();
     let n1 = Node::start(dir.path(), "n1", &[], "secret");
-    let n2 = Node::start_with(dir.path(), "n2", &[n1.addr()], "secret", &["--label", "role=maker"]);
-    let n3 = Node::start_with(dir.path(), "n3", &[n1.addr()], "secret", &["--label", "role=taker"]);
-    wait_for("three nodes up", Duration::from_secs(20), || all_up(&[&n1, &n2, &n3]));
+    let n2 = Node::start_with(
+        dir.path(),
+        "n2",
+        &[n1.addr()],
+        "secret",
+        &["--label", "role=maker"],
+    );
+    let n3 = Node::start_with(
+        dir.path(),
+        "n3",
+        &[n1.addr()],
+        "secret",
+        &["--label", "role=taker"],
+    );
+    wait_for("three nodes up", Duration::from_secs(20), || {
+        all_up(&[&n1, &n2, &n3])
+    });
     let workflow = r#"
 version: 1
 name: big

@@ -16,8 +16,8 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use ractor_cluster::RactorClusterMessage;
 use tracing::{debug, warn};
 
-use super::manager::ManagerMsg;
 use super::blob::{Blobs, Chunk, ChunkRequest, Payload};
+use super::manager::ManagerMsg;
 use super::wire::{Assigned, Finished, Heartbeat, Homeward, StopAttempt, Wire};
 use crate::engine::attempt::AttemptMsg;
 use crate::engine::remote::Assignment;
@@ -161,7 +161,10 @@ impl Actor for NodeAgent {
                     .manager
                     .cast(ManagerMsg::Heard(pong.clone(), Some(pong.sent_us)));
             }
-            AgentMsg::Assign(Wire(Ok(Assigned { mut assignment, input }))) => match input {
+            AgentMsg::Assign(Wire(Ok(Assigned {
+                mut assignment,
+                input,
+            }))) => match input {
                 Payload::Inline(value) => {
                     assignment.input = value;
                     state.assign(&myself, assignment).await;
@@ -285,7 +288,12 @@ impl AgentState {
     }
 
     /// Fetches a blob input off the agent, then assigns again with it inline.
-    fn fetch_then_assign(&self, myself: &ActorRef<AgentMsg>, assignment: Assignment, input: Payload) {
+    fn fetch_then_assign(
+        &self,
+        myself: &ActorRef<AgentMsg>,
+        assignment: Assignment,
+        input: Payload,
+    ) {
         let (me, blobs) = (myself.clone(), Arc::clone(&self.blobs));
         tokio::spawn(async move {
             let msg = match blobs.unpack(input).await {

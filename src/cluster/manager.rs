@@ -144,6 +144,8 @@ pub struct ManagerState {
     joined: bool,
     seq: u64,
     clock: Instant,
+    /// When the last tick ran: a long gap means this node was paused.
+    last_tick: Instant,
 }
 
 /// Forwards ractor_cluster's node events to the manager.
@@ -227,6 +229,7 @@ impl Actor for Manager {
             joined,
             seq: 0,
             clock: now,
+            last_tick: now,
         })
     }
 
@@ -238,6 +241,7 @@ impl Actor for Manager {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ManagerMsg::Tick => {
+                state.forgive_own_pause();
                 state.ping();
                 state.check_silences().await;
                 state.dial();
@@ -357,6 +361,23 @@ impl ManagerState {
         }
         let addr = peer.addr.clone();
         self.dials.remove(&addr);
+    }
+
+    /// If this node itself was paused (SIGSTOP, a long GC-like stall), its
+    /// peers' silence is its own doing: restart their clocks rather than
+    /// declare healthy peers down the moment it wakes up.
+    fn forgive_own_pause(&mut self) {
+        let gap = self.last_tick.elapsed();
+        self.last_tick = Instant::now();
+        if gap > self.args.times.suspect_after {
+            warn!(
+                paused_ms = gap.as_millis() as u64,
+                "This node was paused; restarting peer clocks."
+            );
+            for peer in self.peers.values_mut() {
+                peer.last_seen = self.last_tick;
+            }
+        }
     }
 
     async fn check_silences(&mut self) {

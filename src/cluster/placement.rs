@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::agent::{AgentMsg, agent_of};
-use super::view::{ClusterView, Member, PeerState};
 use super::blob::Blobs;
+use super::view::{ClusterView, Member, PeerState};
 use super::wire::{Assigned, StopAttempt, Wire};
 use crate::engine::remote::{Assignment, Placed, Placement};
 use crate::engine::retry::Jitter;

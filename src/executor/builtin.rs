@@ -152,7 +152,9 @@ impl Executor for Bytes {
             Some(Value::Int(n)) if (0..=BYTES_MAX).contains(n) => *n as usize,
             Some(other) => return Err(wrong("size", "a number of bytes up to 1 GiB", other)),
         };
-        Ok(Value::Bytes((0..size).map(|i| (i.wrapping_mul(31) + 7) as u8).collect()))
+        Ok(Value::Bytes(
+            (0..size).map(|i| (i.wrapping_mul(31) + 7) as u8).collect(),
+        ))
     }
 }
 
