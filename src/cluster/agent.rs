@@ -7,7 +7,7 @@
 //! beyond it the owner hears `overloaded`), results going home, and stop
 //! requests.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 
 use super::blob::{Blobs, Chunk, ChunkRequest, Payload};
 use super::manager::ManagerMsg;
-use super::wire::{Assigned, Finished, Heartbeat, Homeward, StopAttempt, Wire};
+use super::wire::{Assigned, Delivered, Finished, Heartbeat, Homeward, StopAttempt, Wire};
 use crate::engine::attempt::AttemptMsg;
 use crate::engine::remote::Assignment;
 use crate::engine::retry::OVERLOADED;
@@ -57,6 +57,8 @@ pub enum AgentMsg {
     Stop(Wire<StopAttempt>),
     /// (Local) an attempt assigned here finished: send its result home.
     Home(Wire<Homeward>),
+    /// The owner got a result this node sent.
+    Ack(Wire<Delivered>),
     /// Part of a blob this node holds.
     #[rpc]
     Fetch(Wire<ChunkRequest>, RpcReplyPort<Wire<Chunk>>),
@@ -72,6 +74,7 @@ impl std::fmt::Debug for AgentMsg {
             AgentMsg::Stop(_) => "Stop",
             AgentMsg::Home(_) => "Home",
             AgentMsg::Fetch(..) => "Fetch",
+            AgentMsg::Ack(_) => "Ack",
         })
     }
 }
@@ -105,14 +108,19 @@ pub struct AgentState {
     /// Accepted but not yet spawned (spawning awaits).
     starting: usize,
     blobs: Arc<Blobs>,
-    /// Results whose owner was unreachable, sent when it is heard again.
-    outbox: VecDeque<(Instant, String, Finished)>,
+    /// Results sent home and not yet acknowledged, by delivery number:
+    /// sent again whenever their owner is heard (a frozen or cut-off owner,
+    /// or a link that died under them, loses nothing).
+    unacked: BTreeMap<u64, (Instant, String, Finished)>,
+    next_delivery: u64,
 }
 
-/// Most results kept for unreachable owners.
+/// Most results kept unacknowledged.
 const OUTBOX_MAX: usize = 10_000;
 /// How long a result waits for its owner.
 const OUTBOX_TTL: Duration = Duration::from_secs(120);
+/// A result unacknowledged this long is sent again when its owner pings.
+const RESEND_AFTER: Duration = Duration::from_millis(500);
 
 impl Actor for NodeAgent {
     type Msg = AgentMsg;
@@ -134,7 +142,8 @@ impl Actor for NodeAgent {
             running: HashMap::new(),
             starting: 0,
             blobs: args.blobs,
-            outbox: VecDeque::new(),
+            unacked: BTreeMap::new(),
+            next_delivery: 0,
         })
     }
 
@@ -153,7 +162,7 @@ impl Actor for NodeAgent {
                         ..state.heartbeat_template()
                     })));
                 }
-                state.flush_outbox(&ping.from);
+                state.resend(&ping.from);
                 let _ = state.manager.cast(ManagerMsg::Heard(ping, None));
             }
             AgentMsg::Pong(Wire(Ok(pong))) => {
@@ -171,22 +180,19 @@ impl Actor for NodeAgent {
                 }
                 blob => state.fetch_then_assign(&myself, assignment, blob),
             },
-            AgentMsg::Finished(Wire(Ok(f))) => match f.result {
-                Ok(Payload::Inline(value)) => {
-                    state.engine.deliver(&f.run_id, f.key, f.attempt, Ok(value));
+            AgentMsg::Ack(Wire(Ok(ack))) => {
+                state.unacked.remove(&ack.delivery);
+            }
+            AgentMsg::Ack(Wire(Err(_))) => {}
+            AgentMsg::Finished(Wire(Ok(f))) => {
+                if let Some(worker) = agent_of(&f.from) {
+                    let ack = Delivered {
+                        delivery: f.delivery,
+                    };
+                    let _ = worker.cast(AgentMsg::Ack(Wire::new(ack)));
                 }
-                Err(e) => state.engine.deliver(&f.run_id, f.key, f.attempt, Err(e)),
-                Ok(blob) => {
-                    let (engine, blobs) = (state.engine.clone(), Arc::clone(&state.blobs));
-                    tokio::spawn(async move {
-                        let result = blobs
-                            .unpack(blob)
-                            .await
-                            .map_err(|e| TaskError::retryable("transfer", e));
-                        engine.deliver(&f.run_id, f.key, f.attempt, result);
-                    });
-                }
-            },
+                state.receive(f);
+            }
             AgentMsg::Fetch(Wire(Ok(req)), reply) => {
                 let _ = reply.send(Wire::new(state.blobs.chunk(&req)));
             }
@@ -237,6 +243,8 @@ impl Actor for NodeAgent {
                                 "panic",
                                 format!("attempt failed: {err}"),
                             )),
+                            from: String::new(),
+                            delivery: 0,
                         },
                     );
                 }
@@ -248,43 +256,70 @@ impl Actor for NodeAgent {
 }
 
 impl AgentState {
-    /// Sends a result to the agent of the run's owner, or keeps it until
-    /// the owner is heard from again (it may be cut off for a while).
-    fn send_home(&mut self, owner: String, finished: Finished) {
-        match agent_of(&owner) {
-            Some(agent) => {
-                let _ = agent.cast(AgentMsg::Finished(Wire::new(finished)));
-            }
-            None => {
-                debug!(owner = %owner, run = %finished.run_id, "Owner unreachable; result kept.");
-                if self.outbox.len() == OUTBOX_MAX {
-                    self.outbox.pop_front();
-                    metrics::counter!("symphony_results_undeliverable_total").increment(1);
-                }
-                self.outbox.push_back((Instant::now(), owner, finished));
-            }
+    /// Sends a result to the agent of the run's owner, keeping it until the
+    /// owner acknowledges it.
+    fn send_home(&mut self, owner: String, mut finished: Finished) {
+        self.next_delivery += 1;
+        finished.from = self.engine.node().to_owned();
+        finished.delivery = self.next_delivery;
+        if let Some(agent) = agent_of(&owner) {
+            let _ = agent.cast(AgentMsg::Finished(Wire::new(finished.clone())));
+        } else {
+            debug!(owner = %owner, run = %finished.run_id, "Owner unreachable; result kept.");
         }
+        if self.unacked.len() == OUTBOX_MAX {
+            self.unacked.pop_first();
+            metrics::counter!("symphony_results_undeliverable_total").increment(1);
+        }
+        self.unacked
+            .insert(self.next_delivery, (Instant::now(), owner, finished));
     }
 
-    /// `owner` was heard from: send what waited for it; forget what is too old.
-    fn flush_outbox(&mut self, owner: &str) {
-        if self.outbox.is_empty() {
+    /// `owner` was heard from: send again what it has not acknowledged;
+    /// forget what is too old.
+    fn resend(&mut self, owner: &str) {
+        if self.unacked.is_empty() {
             return;
+        }
+        let expired: Vec<u64> = self
+            .unacked
+            .iter()
+            .filter(|(_, (at, _, _))| at.elapsed() > OUTBOX_TTL)
+            .map(|(d, _)| *d)
+            .collect();
+        for d in expired {
+            self.unacked.remove(&d);
+            metrics::counter!("symphony_results_undeliverable_total").increment(1);
         }
         let Some(agent) = agent_of(owner) else {
             return;
         };
-        let mut kept = VecDeque::with_capacity(self.outbox.len());
-        for (at, to, finished) in self.outbox.drain(..) {
-            if at.elapsed() > OUTBOX_TTL {
-                metrics::counter!("symphony_results_undeliverable_total").increment(1);
-            } else if to == owner {
-                let _ = agent.cast(AgentMsg::Finished(Wire::new(finished)));
-            } else {
-                kept.push_back((at, to, finished));
+        for (at, to, finished) in self.unacked.values_mut() {
+            if to == owner && at.elapsed() > RESEND_AFTER {
+                *at = Instant::now();
+                let _ = agent.cast(AgentMsg::Finished(Wire::new(finished.clone())));
             }
         }
-        self.outbox = kept;
+    }
+
+    /// A result came home: hand it to the engine (fetching a blob first).
+    fn receive(&self, f: Finished) {
+        match f.result {
+            Ok(Payload::Inline(value)) => {
+                self.engine.deliver(&f.run_id, f.key, f.attempt, Ok(value));
+            }
+            Err(e) => self.engine.deliver(&f.run_id, f.key, f.attempt, Err(e)),
+            Ok(blob) => {
+                let (engine, blobs) = (self.engine.clone(), Arc::clone(&self.blobs));
+                tokio::spawn(async move {
+                    let result = blobs
+                        .unpack(blob)
+                        .await
+                        .map_err(|e| TaskError::retryable("transfer", e));
+                    engine.deliver(&f.run_id, f.key, f.attempt, result);
+                });
+            }
+        }
     }
 
     /// Fetches a blob input off the agent, then assigns again with it inline.
@@ -308,6 +343,8 @@ impl AgentState {
                         key: assignment.key,
                         attempt: assignment.attempt,
                         result: Err(TaskError::retryable("transfer", e)),
+                        from: String::new(),
+                        delivery: 0,
                     },
                 })),
             };
@@ -342,6 +379,8 @@ impl AgentState {
                         OVERLOADED,
                         format!("node {} is full ({accepted} attempts)", self.engine.node()),
                     )),
+                    from: String::new(),
+                    delivery: 0,
                 },
             );
             return;
@@ -357,6 +396,8 @@ impl AgentState {
                 key,
                 attempt,
                 result: result.map(|v| blobs.pack(v)),
+                from: String::new(),
+                delivery: 0,
             };
             let homeward = Homeward {
                 owner: home,
@@ -381,6 +422,8 @@ impl AgentState {
                         key,
                         attempt,
                         result: Err(error),
+                        from: String::new(),
+                        delivery: 0,
                     },
                 );
             }

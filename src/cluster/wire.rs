@@ -83,6 +83,18 @@ pub struct Finished {
     pub attempt: u32,
     /// Output (inline, or a blob to fetch) or error.
     pub result: Result<Payload, TaskError>,
+    /// The node that ran it (where the acknowledgement goes).
+    pub from: String,
+    /// Delivery number on that node; the owner acknowledges it, and until
+    /// then the worker sends the result again whenever it hears the owner.
+    pub delivery: u64,
+}
+
+/// The owner got a result (see [`Finished::delivery`]).
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct Delivered {
+    /// The acknowledged delivery number.
+    pub delivery: u64,
 }
 
 /// An assignment on the wire: its input travels as a [`Payload`] (the

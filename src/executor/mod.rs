@@ -225,6 +225,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "builtin/bytes",
                 "builtin/echo",
                 "builtin/fail",
                 "builtin/noop",
