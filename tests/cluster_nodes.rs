@@ -139,6 +139,16 @@ impl Node {
             .and_then(|m| m["state"].as_str().map(str::to_owned))
     }
 
+    /// Whether `peer` reports attempts running, as this node sees it.
+    fn sees_busy(&self, peer: &str) -> bool {
+        self.get("/api/v1/cluster").is_some_and(|v| {
+            v["members"].as_array().is_some_and(|ms| {
+                ms.iter()
+                    .any(|m| m["name"] == peer && m["load"].as_u64() > Some(0))
+            })
+        })
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -258,15 +268,7 @@ fn a_killed_worker_costs_a_retry_and_its_attempts_run_elsewhere() {
     });
 
     let run = n1.submit(&fan_out(30, "1500ms"));
-    wait_for("work on n3", Duration::from_secs(10), || {
-        n1.get("/api/v1/cluster").is_some_and(|v| {
-            v["members"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|m| m["name"] == "n3" && m["load"].as_u64() > Some(0))
-        })
-    });
+    wait_for("work on n3", Duration::from_secs(10), || n1.sees_busy("n3"));
     n3.child.kill().unwrap(); // SIGKILL
     n3.child.wait().unwrap();
     wait_for("n3 down", Duration::from_secs(5), || {
@@ -296,15 +298,7 @@ fn a_frozen_worker_is_declared_down_in_bound_and_its_late_results_are_fenced() {
     });
 
     let run = n1.submit(&fan_out(24, "1500ms"));
-    wait_for("work on n3", Duration::from_secs(10), || {
-        n1.get("/api/v1/cluster").is_some_and(|v| {
-            v["members"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|m| m["name"] == "n3" && m["load"].as_u64() > Some(0))
-        })
-    });
+    wait_for("work on n3", Duration::from_secs(10), || n1.sees_busy("n3"));
     n3.signal("-STOP");
     // Configured: suspect after 500 ms, down after 1 s; one tick of slack.
     let took = wait_for("n3 down", Duration::from_secs(5), || {

@@ -211,7 +211,14 @@ pub(crate) async fn cancel(
     let id = run_id(id)?;
     let engine = &shared.state.engine;
     if let Some(handle) = engine.live(&id).await {
-        if handle.outcome().is_none() {
+        // The run's own state says whether it is over: its final event may
+        // already be out on the event stream while the actor still waits
+        // for the journal, before the outcome is announced.
+        let running = match engine.run_info(&id).await? {
+            Some(info) => !info.status.is_final(),
+            None => handle.outcome().is_none(),
+        };
+        if running {
             handle.cancel(CANCEL_REASON);
             info!(run = %id, "Run cancellation asked through the HTTP API.");
             return Ok((
