@@ -59,13 +59,9 @@ pub struct ServerArgs {
 pub struct SubmitArgs {
     /// The workflow file; the files it imports are sent along.
     pub file: PathBuf,
-    /// An input, `KEY=VALUE` (repeatable). VALUE is parsed as YAML unless
-    /// the input is declared `string`.
-    #[arg(short = 'i', long = "input", value_name = "KEY=VALUE")]
-    pub inputs: Vec<String>,
-    /// A JSON file with an object of inputs (`-i` values override it).
-    #[arg(long = "inputs", value_name = "FILE.json")]
-    pub inputs_file: Option<PathBuf>,
+    /// Workflow inputs.
+    #[command(flatten)]
+    pub inputs: super::inputs::InputArgs,
     /// Follow the run to its end and exit as `symphony run` does.
     #[arg(long)]
     pub wait: bool,
@@ -278,11 +274,10 @@ fn submission(args: &SubmitArgs) -> Result<Json, u8> {
         eprint!("{diagnostics}");
         EXIT_CONFIG
     })?;
-    let given = super::inputs::collect(&workflow, &args.inputs, args.inputs_file.as_deref())
-        .map_err(|e| {
-            eprintln!("error: {e}");
-            EXIT_CONFIG
-        })?;
+    let given = args.inputs.collect(&workflow).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_CONFIG
+    })?;
     if let Err(problems) = wdl::check_inputs(&workflow, &given) {
         for p in problems {
             eprintln!("error: {p}");

@@ -5,6 +5,28 @@ use std::path::Path;
 use crate::value::{Map, Value};
 use crate::wdl::{ValueType, Workflow};
 
+/// The input options of `run` and `submit`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InputArgs {
+    /// An input, `KEY=VALUE` (repeatable). VALUE is parsed as YAML unless
+    /// the input is declared `string`.
+    #[arg(short = 'i', long = "input", value_name = "KEY=VALUE")]
+    pub inputs: Vec<String>,
+    /// A JSON file with an object of inputs (`-i` values override it).
+    #[arg(long = "inputs", value_name = "FILE.json")]
+    pub inputs_file: Option<std::path::PathBuf>,
+}
+
+impl InputArgs {
+    /// The inputs these options give for `workflow`; see [`collect`].
+    ///
+    /// # Errors
+    /// A message naming the bad argument or file.
+    pub(crate) fn collect(&self, workflow: &Workflow) -> Result<Map, String> {
+        collect(workflow, &self.inputs, self.inputs_file.as_deref())
+    }
+}
+
 /// Collects inputs: the `--inputs` JSON file first, then each `-i` on top.
 ///
 /// A `-i` value is taken as text when the input is declared `string`, else

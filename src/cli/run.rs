@@ -20,13 +20,9 @@ use crate::wdl::Durability;
 pub struct RunArgs {
     /// The workflow file.
     pub file: PathBuf,
-    /// An input, `KEY=VALUE` (repeatable). VALUE is parsed as YAML unless
-    /// the input is declared `string`.
-    #[arg(short = 'i', long = "input", value_name = "KEY=VALUE")]
-    pub inputs: Vec<String>,
-    /// A JSON file with an object of inputs (`-i` values override it).
-    #[arg(long = "inputs", value_name = "FILE.json")]
-    pub inputs_file: Option<PathBuf>,
+    /// Workflow inputs.
+    #[command(flatten)]
+    pub inputs: super::inputs::InputArgs,
     /// Where `durability: local` runs keep their journal.
     #[arg(long, env = "SYMPHONY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
@@ -99,7 +95,7 @@ pub(crate) async fn run(args: RunArgs) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    let given = match super::inputs::collect(&workflow, &args.inputs, args.inputs_file.as_deref()) {
+    let given = match args.inputs.collect(&workflow) {
         Ok(given) => given,
         Err(e) => {
             eprintln!("error: {e}");
