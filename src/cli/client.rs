@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use reqwest::StatusCode;
 use serde_json::{Value as Json, json};
 
@@ -340,7 +340,7 @@ async fn follow(api: &Api, run_id: &str, as_json: bool) -> u8 {
         .unwrap_or_default();
     let bar = std::io::stderr()
         .is_terminal()
-        .then(|| progress_bar(run_id));
+        .then(|| output::progress_bar(run_id));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let ticker = bar
         .clone()
@@ -379,11 +379,7 @@ async fn follow(api: &Api, run_id: &str, as_json: bool) -> u8 {
     } else {
         output::outcome(&outcome, false);
     }
-    match outcome.status {
-        RunStatus::Succeeded => EXIT_OK,
-        RunStatus::Cancelled => EXIT_CANCELLED,
-        RunStatus::Failed | RunStatus::Running => EXIT_FAILED,
-    }
+    output::exit_code(outcome.status)
 }
 
 /// Reads the event stream until the run's final event, reconnecting (from
@@ -556,17 +552,6 @@ fn progress_text(p: &Json) -> String {
         n("retries"),
         n("attempts_succeeded")
     )
-}
-
-fn progress_bar(run_id: &str) -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {msg}")
-            .expect("valid template"),
-    );
-    bar.set_prefix(format!("run {run_id}"));
-    bar.enable_steady_tick(Duration::from_millis(100));
-    bar
 }
 
 // ---- reading the server's documents ----------------------------------------

@@ -2,11 +2,14 @@
 //! `--json`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use super::{EXIT_CANCELLED, EXIT_FAILED, EXIT_OK};
 use crate::engine::RunOutcome;
-use crate::store::RunSummary;
+use crate::store::{RunStatus, RunSummary};
 
 /// Prints a run's outcome.
 pub(crate) fn outcome(outcome: &RunOutcome, as_json: bool) {
@@ -92,4 +95,25 @@ pub(crate) fn runs(all: &[RunSummary], as_json: bool) {
             r.status.as_str()
         );
     }
+}
+
+/// The exit code of a command that followed a run to its end.
+pub(crate) fn exit_code(status: RunStatus) -> u8 {
+    match status {
+        RunStatus::Succeeded => EXIT_OK,
+        RunStatus::Cancelled => EXIT_CANCELLED,
+        RunStatus::Failed | RunStatus::Running => EXIT_FAILED,
+    }
+}
+
+/// The live progress line of `run`, `resume`, `submit --wait` and `watch`.
+pub(crate) fn progress_bar(run_id: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {msg}")
+            .expect("valid template"),
+    );
+    bar.set_prefix(format!("run {run_id}"));
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
 }

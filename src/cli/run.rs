@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::output;
 use super::{DEFAULT_DATA_DIR, EXIT_CANCELLED, EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
 use crate::engine::{Engine, EngineConfig, RunHandle, RunOutcome};
 use crate::executor::{ExecutorConfig, Executors};
-use crate::store::{MemoryStore, RunStatus, RunStore, SledStore};
+use crate::store::{MemoryStore, RunStore, SledStore};
 use crate::wdl::Durability;
 
 /// Arguments of `symphony run`.
@@ -199,7 +198,7 @@ pub(crate) fn runs(args: RunsArgs) -> u8 {
 async fn follow(engine: &Engine, mut handle: RunHandle, json: bool) -> u8 {
     let bar = std::io::stderr()
         .is_terminal()
-        .then(|| progress_bar(handle.id()));
+        .then(|| output::progress_bar(handle.id()));
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut interrupted = false;
     let outcome: Arc<RunOutcome> = loop {
@@ -233,20 +232,5 @@ async fn follow(engine: &Engine, mut handle: RunHandle, json: bool) -> u8 {
     }
     engine.shutdown().await;
     output::outcome(&outcome, json);
-    match outcome.status {
-        RunStatus::Succeeded => EXIT_OK,
-        RunStatus::Cancelled => EXIT_CANCELLED,
-        RunStatus::Failed | RunStatus::Running => EXIT_FAILED,
-    }
-}
-
-fn progress_bar(run_id: &str) -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {msg}")
-            .expect("valid template"),
-    );
-    bar.set_prefix(format!("run {run_id}"));
-    bar.enable_steady_tick(Duration::from_millis(100));
-    bar
+    output::exit_code(outcome.status)
 }
