@@ -16,7 +16,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use ractor_cluster::RactorClusterMessage;
 use tracing::{debug, warn};
 
-use super::blob::{Blobs, Chunk, ChunkRequest, Payload};
+use super::blob::{Blobs, ChunkBytes, ChunkRequest, Payload};
 use super::manager::ManagerMsg;
 use super::wire::{Assigned, Delivered, Finished, Heartbeat, Homeward, StopAttempt, Wire};
 use crate::engine::attempt::AttemptMsg;
@@ -61,7 +61,7 @@ pub enum AgentMsg {
     Ack(Wire<Delivered>),
     /// Part of a blob this node holds.
     #[rpc]
-    Fetch(Wire<ChunkRequest>, RpcReplyPort<Wire<Chunk>>),
+    Fetch(Wire<ChunkRequest>, RpcReplyPort<ChunkBytes>),
 }
 
 impl std::fmt::Debug for AgentMsg {
@@ -194,10 +194,10 @@ impl Actor for NodeAgent {
                 state.receive(f);
             }
             AgentMsg::Fetch(Wire(Ok(req)), reply) => {
-                let _ = reply.send(Wire::new(state.blobs.chunk(&req)));
+                let _ = reply.send(state.blobs.chunk(&req));
             }
             AgentMsg::Fetch(Wire(Err(e)), reply) => {
-                let _ = reply.send(Wire::new(Chunk { data: Err(e) }));
+                let _ = reply.send(ChunkBytes(Err(e)));
             }
             AgentMsg::Home(Wire(Ok(h))) => state.send_home(h.owner, h.finished),
             AgentMsg::Stop(Wire(Ok(stop))) => {
@@ -313,7 +313,7 @@ impl AgentState {
                 let (engine, blobs) = (self.engine.clone(), Arc::clone(&self.blobs));
                 tokio::spawn(async move {
                     let result = blobs
-                        .unpack(blob)
+                        .unpack(blob, false)
                         .await
                         .map_err(|e| TaskError::retryable("transfer", e));
                     engine.deliver(&f.run_id, f.key, f.attempt, result);
@@ -331,7 +331,7 @@ impl AgentState {
     ) {
         let (me, blobs) = (myself.clone(), Arc::clone(&self.blobs));
         tokio::spawn(async move {
-            let msg = match blobs.unpack(input).await {
+            let msg = match blobs.unpack(input, true).await {
                 Ok(value) => AgentMsg::Assign(Wire::new(Assigned {
                     assignment,
                     input: Payload::Inline(value),
