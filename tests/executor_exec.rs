@@ -14,6 +14,7 @@ fn ctx() -> AttemptContext {
         item: None,
         attempt: 2,
         idempotency_key: "run-7/shell".into(),
+        uses: "exec".into(),
     }
 }
 

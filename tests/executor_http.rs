@@ -19,6 +19,7 @@ fn ctx() -> AttemptContext {
         item: Some(3),
         attempt: 2,
         idempotency_key: "run-9/notify/3".into(),
+        uses: "http".into(),
     }
 }
 

@@ -48,6 +48,7 @@ fn noop_allocates_only_its_future() {
         item: None,
         attempt: 1,
         idempotency_key: "r/t".into(),
+        uses: "builtin/noop".into(),
     };
     let mut cx = Context::from_waker(Waker::noop());
 

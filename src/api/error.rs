@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 pub(crate) struct ApiError {
     status: StatusCode,
     body: Value,
+    header: Option<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -20,7 +21,14 @@ impl ApiError {
         ApiError {
             status,
             body: json!({ "error": message.into() }),
+            header: None,
         }
+    }
+
+    /// Adds a response header (`Retry-After` on 429).
+    pub(crate) fn with_header(mut self, name: HeaderName, value: &'static str) -> ApiError {
+        self.header = Some((name, HeaderValue::from_static(value)));
+        self
     }
 
     /// Adds a field next to `error`.
@@ -54,7 +62,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some((name, value)) = self.header {
+            response.headers_mut().insert(name, value);
+        }
+        response
     }
 }
 

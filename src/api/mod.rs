@@ -1,5 +1,6 @@
 //! The HTTP API every node serves: submit runs, read their status and event
-//! streams, cancel them, look at the cluster, scrape metrics.
+//! streams, cancel them, look at the cluster, scrape metrics, manage the
+//! model registry.
 //!
 //! JSON everywhere; every error is an object with an `error` field. When
 //! [`ApiState::token`] is set, every endpoint but `GET /health` needs
@@ -15,7 +16,9 @@
 mod auth;
 mod error;
 mod events;
+mod models;
 mod openapi;
+mod pipelines;
 mod prometheus;
 mod runs;
 mod status;
@@ -32,10 +35,13 @@ use axum::routing::{self, MethodRouter};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
+pub use self::models::DEFAULT_MAX_MODEL_BYTES;
 pub use self::prometheus::install_metrics;
 use crate::cluster::ClusterView;
 use crate::engine::Engine;
 use crate::executor::Executors;
+use crate::registry::Registry;
+use crate::serving::{PipelineConfig, Pipelines};
 
 /// Largest request body accepted by default: 8 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -58,11 +64,22 @@ pub struct ApiState {
     /// Where `/metrics` renders from; `None` makes `/metrics` answer 404.
     /// See [`install_metrics`].
     pub metrics: Option<PrometheusHandle>,
+    /// The model registry (`/api/v1/models`). Default: an empty one in
+    /// memory.
+    pub registry: Registry,
+    /// Largest model artifact accepted, in bytes; larger ones get 413.
+    /// Default [`DEFAULT_MAX_MODEL_BYTES`] (512 MiB).
+    pub max_model_bytes: usize,
+    /// The node's pipelines (`/api/v1/pipelines`). Default: none, with the
+    /// default bound on invocations in flight.
+    pub pipelines: Pipelines,
 }
 
 impl ApiState {
-    /// A state with no token, the default body limit and no metrics.
+    /// A state with no token, the default body limits, no metrics and an
+    /// empty registry in memory.
     pub fn new(engine: Engine, executors: Executors, cluster: ClusterView) -> ApiState {
+        let registry = Registry::in_memory(&cluster.snapshot().node);
         ApiState {
             engine,
             executors,
@@ -70,6 +87,9 @@ impl ApiState {
             token: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             metrics: None,
+            registry,
+            max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
+            pipelines: Pipelines::new(PipelineConfig::default()),
         }
     }
 }
@@ -84,6 +104,9 @@ impl fmt::Debug for ApiState {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("metrics", &self.metrics.is_some())
+            .field("registry", &self.registry)
+            .field("max_model_bytes", &self.max_model_bytes)
+            .field("pipelines", &self.pipelines.list().len())
             .finish()
     }
 }
@@ -190,6 +213,33 @@ fn routes() -> Routes {
     .post("/api/v1/runs/{id}/cancel", runs::cancel)
     .get("/api/v1/runs/{id}/events", events::stream)
     .get("/api/v1/cluster", status::cluster)
+    .get("/api/v1/models", models::list)
+    .get("/api/v1/models/{name}", models::show)
+    .post("/api/v1/models/{name}/versions", models::register)
+    .get("/api/v1/models/{name}/versions/{version}", models::version)
+    .add(
+        "DELETE",
+        "/api/v1/models/{name}/versions/{version}",
+        routing::delete(models::delete),
+    )
+    .get(
+        "/api/v1/models/{name}/versions/{version}/artifact",
+        models::artifact,
+    )
+    .add(
+        "PUT",
+        "/api/v1/models/{name}/aliases/{alias}",
+        routing::put(models::set_alias),
+    )
+    .get("/api/v1/pipelines", pipelines::list)
+    .post("/api/v1/pipelines", pipelines::register)
+    .get("/api/v1/pipelines/{name}", pipelines::show)
+    .add(
+        "DELETE",
+        "/api/v1/pipelines/{name}",
+        routing::delete(pipelines::remove),
+    )
+    .post("/api/v1/pipelines/{name}/invoke", pipelines::invoke)
     .get("/api/v1/openapi.json", openapi::document)
     .get("/health", status::health)
     .get("/metrics", prometheus::render)

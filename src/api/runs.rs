@@ -30,7 +30,7 @@ const CANCEL_REASON: &str = "cancelled through the HTTP API";
 /// Body of `POST /api/v1/runs`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SubmitRequest {
+pub(super) struct SubmitRequest {
     /// The main workflow file's text.
     workflow: String,
     /// Run inputs; defaults fill the rest.
@@ -50,18 +50,7 @@ pub(crate) async fn submit(
     State(shared): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let limit = shared.state.max_body_bytes;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body is larger than the limit of {limit} bytes"),
-            )
-            .with("limit_bytes", limit)
-        } else {
-            ApiError::new(rejection.status(), rejection.body_text().to_lowercase())
-        }
-    })?;
+    let body = read_body(body, shared.state.max_body_bytes)?;
     let request: SubmitRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
     let sources = sources(&request)?;
@@ -94,8 +83,27 @@ pub(crate) async fn submit(
         .into_response())
 }
 
+/// The body, or 413 beyond `limit` bytes (the other rejections as axum
+/// words them).
+pub(super) fn read_body(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is larger than the limit of {limit} bytes"),
+            )
+            .with("limit_bytes", limit)
+        } else {
+            ApiError::new(rejection.status(), rejection.body_text().to_lowercase())
+        }
+    })
+}
+
 /// The request's files, the main one last so it is the one compiled.
-fn sources(request: &SubmitRequest) -> Result<Sources, ApiError> {
+pub(super) fn sources(request: &SubmitRequest) -> Result<Sources, ApiError> {
     let name = request.name.as_deref().unwrap_or(DEFAULT_NAME);
     if name.trim().is_empty() {
         return Err(ApiError::bad_request("\"name\" must not be empty"));
@@ -124,7 +132,7 @@ fn prepare(
 }
 
 /// 422 with every diagnostic, structured and as `symphony validate` prints them.
-fn invalid_workflow(diagnostics: &Diagnostics) -> ApiError {
+pub(super) fn invalid_workflow(diagnostics: &Diagnostics) -> ApiError {
     let list: Vec<_> = diagnostics
         .iter()
         .map(|d| {

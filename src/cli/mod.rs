@@ -4,10 +4,11 @@
 //!
 //! `run`, `resume`, `runs`, `validate` and `schema` work on an embedded
 //! node; `node` starts a cluster node; `submit`, `status`, `cancel`, `watch`,
-//! `cluster status` and `runs --server` talk to a node's HTTP API.
+//! `cluster status`, `runs --server` and `models` talk to a node's HTTP API.
 
 mod client;
 mod inputs;
+mod models;
 mod output;
 mod run;
 mod source;
@@ -76,6 +77,9 @@ pub enum Command {
     /// Look at the cluster through a node.
     #[command(subcommand)]
     Cluster(client::ClusterCommand),
+    /// Manage a node's model registry: register, alias, list, show, delete.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -105,6 +109,7 @@ pub fn main() -> ExitCode {
         Command::Cancel(args) => runtime().block_on(client::cancel(args)),
         Command::Watch(args) => runtime().block_on(client::watch(args)),
         Command::Cluster(command) => runtime().block_on(client::cluster(command)),
+        Command::Models(command) => runtime().block_on(models::run(command)),
     };
     ExitCode::from(code)
 }

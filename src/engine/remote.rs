@@ -135,6 +135,7 @@ impl Engine {
                 item: assignment.key.item.map(|i| i as usize),
                 attempt: assignment.attempt,
                 idempotency_key: assignment.idempotency_key,
+                uses: Arc::from(assignment.uses.as_str()),
             },
             executor: Arc::clone(executor),
             uses: Arc::from(assignment.uses.as_str()),

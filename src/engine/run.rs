@@ -570,6 +570,7 @@ impl RunActorState {
                 item: key.item.map(|i| i as usize),
                 attempt,
                 idempotency_key,
+                uses: Arc::clone(uses),
             },
             executor: Arc::clone(executor),
             uses: Arc::clone(uses),

@@ -195,6 +195,7 @@ mod tests {
             item: None,
             attempt,
             idempotency_key: "r1/t".into(),
+            uses: "builtin/test".into(),
         }
     }
 

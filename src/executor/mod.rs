@@ -18,6 +18,8 @@
 //! | `builtin/sleep` | [`Sleep`] | waits for `duration` |
 //! | `builtin/fail` | [`Fail`] | fails the first `times` attempts |
 //! | `builtin/sum` | [`Sum`] | adds up `values` |
+//! | `builtin/normalize` | [`tensor::Normalize`] | scales features: `(x - mean) / scale` |
+//! | `builtin/label` | [`tensor::Label`] | class indices to names |
 //! | `exec` | [`Exec`] | runs a subprocess, without a shell |
 //! | `http` | [`Http`] | sends one HTTP request, JSON in and out |
 //!
@@ -37,6 +39,7 @@ pub mod builtin;
 pub mod exec;
 mod fields;
 pub mod http;
+pub mod tensor;
 
 pub use builtin::{Echo, Fail, Noop, Sleep, Sum};
 pub use exec::Exec;
@@ -55,6 +58,9 @@ pub struct AttemptContext {
     pub attempt: u32,
     /// `RUN_ID/TASK_ID[/ITEM_INDEX]`, the same for every attempt.
     pub idempotency_key: String,
+    /// The task's `uses`, for executors that serve a family of names
+    /// (`model/NAME@REF`).
+    pub uses: Arc<str>,
 }
 
 /// Why an attempt failed.
@@ -113,9 +119,17 @@ pub trait Executor: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// A [`TaskError`] whose class drives the retry policy.
     async fn execute(&self, ctx: &AttemptContext, input: Value) -> Result<Value, TaskError>;
+
+    /// Whether this executor serves `uses`, checked when a workflow is
+    /// compiled. Only a family entry (`model/*`) says no: to a model the
+    /// registry does not know, so a typo fails at submit, not at run time.
+    fn serves(&self, _uses: &str) -> bool {
+        true
+    }
 }
 
-/// The executors a node offers, by `uses` name.
+/// The executors a node offers, by `uses` name; a name ending in `/*`
+/// (`model/*`) serves every `uses` with that prefix.
 #[derive(Debug, Clone, Default)]
 pub struct Executors {
     by_name: BTreeMap<String, Arc<dyn Executor>>,
@@ -138,6 +152,8 @@ impl Executors {
         executors.insert("builtin/fail", Arc::new(Fail));
         executors.insert("builtin/sum", Arc::new(Sum));
         executors.insert("builtin/bytes", Arc::new(builtin::Bytes));
+        executors.insert("builtin/normalize", Arc::new(tensor::Normalize));
+        executors.insert("builtin/label", Arc::new(tensor::Label));
         executors.insert("exec", Arc::new(Exec::new(config)));
         executors.insert("http", Arc::new(http));
         executors
@@ -153,14 +169,22 @@ impl Executors {
         self.by_name.insert(name.into(), executor);
     }
 
-    /// The executor a task's `uses` names.
+    /// The executor a task's `uses` names: by exact name, else by the
+    /// `PREFIX/*` entry whose prefix it starts with.
     pub fn resolve(&self, uses: &str) -> Option<&Arc<dyn Executor>> {
-        self.by_name.get(uses)
+        if let Some(executor) = self.by_name.get(uses) {
+            return Some(executor);
+        }
+        let (family, rest) = uses.split_once('/')?;
+        if rest.is_empty() {
+            return None;
+        }
+        self.by_name.get(&format!("{family}/*"))
     }
 
     /// Whether `uses` names a known executor.
     pub fn knows(&self, uses: &str) -> bool {
-        self.by_name.contains_key(uses)
+        self.resolve(uses).is_some_and(|e| e.serves(uses))
     }
 
     /// Every name, sorted (for "did you mean" hints and docs).
@@ -228,13 +252,27 @@ mod tests {
                 "builtin/bytes",
                 "builtin/echo",
                 "builtin/fail",
+                "builtin/label",
                 "builtin/noop",
+                "builtin/normalize",
                 "builtin/sleep",
                 "builtin/sum",
                 "exec",
                 "http"
             ]
         );
+    }
+
+    #[test]
+    fn a_family_entry_serves_every_name_under_its_prefix() {
+        let mut executors = Executors::empty();
+        executors.insert("model/*", Arc::new(Noop));
+        executors.insert("builtin/noop", Arc::new(Noop));
+        assert!(executors.knows("model/iris@production"));
+        assert!(executors.knows("builtin/noop"));
+        assert!(!executors.knows("model/"));
+        assert!(!executors.knows("model"));
+        assert!(!executors.knows("builtin/nope"));
     }
 
     #[test]

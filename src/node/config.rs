@@ -26,8 +26,9 @@
 //! | `heartbeat.suspect_after` | `--suspect-after` | `SYMPHONY_SUSPECT_AFTER` | 800ms |
 //! | `heartbeat.down_after` | `--down-after` | `SYMPHONY_DOWN_AFTER` | 1500ms |
 //! | `exec_allow` | `--exec-allow` (repeatable) | `SYMPHONY_EXEC_ALLOW` (comma-separated) | any command |
+//! | `pipelines` | `--pipelines` | `SYMPHONY_PIPELINES` | none (a folder of pipeline workflows registered at start) |
 //!
-//! Relative paths (`data_dir`, `cookie_file`, `api_token_file`) are taken
+//! Relative paths (`data_dir`, `cookie_file`, `api_token_file`, `pipelines`) are taken
 //! from the node's working directory, wherever they are written.
 //!
 //! This module reads files (the config file, the cookie and token files) and
@@ -69,6 +70,7 @@ const KEYS: &[&str] = &[
     "api_token_file",
     "heartbeat",
     "exec_allow",
+    "pipelines",
 ];
 
 /// Keys of the `heartbeat` section.
@@ -152,6 +154,9 @@ pub struct NodeConfig {
     /// Where the node keeps its journals and run summaries. Default
     /// `.symphony`.
     pub data_dir: PathBuf,
+    /// A folder whose `*.yaml` workflows are registered as pipelines when
+    /// the node starts. Default: none.
+    pub pipelines: Option<PathBuf>,
     /// Where the HTTP API listens. Default `127.0.0.1:8080`.
     pub http: SocketAddr,
     /// The bearer token the HTTP API requires. Required when `http` is not
@@ -179,6 +184,7 @@ impl Default for NodeConfig {
             labels: BTreeMap::new(),
             slots: DEFAULT_SLOTS,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            pipelines: None,
             http: DEFAULT_HTTP.parse().expect("default http address"),
             api_token: None,
             api_token_file: None,
@@ -201,6 +207,7 @@ impl fmt::Debug for NodeConfig {
             .field("labels", &self.labels)
             .field("slots", &self.slots)
             .field("data_dir", &self.data_dir)
+            .field("pipelines", &self.pipelines)
             .field("http", &self.http)
             .field("api_token", &hidden(&self.api_token))
             .field("api_token_file", &self.api_token_file)
@@ -268,6 +275,9 @@ pub struct NodeArgs {
     /// Where journals and run summaries live [default: .symphony].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// A folder of pipeline workflows to register at start.
+    #[arg(long, value_name = "DIR")]
+    pub pipelines: Option<PathBuf>,
     /// Where the HTTP API listens, IP:PORT [default: 127.0.0.1:8080].
     #[arg(long, value_name = "IP:PORT")]
     pub http: Option<String>,
@@ -425,6 +435,7 @@ impl NodeConfig {
             labels: &'a BTreeMap<String, String>,
             slots: usize,
             data_dir: &'a Path,
+            pipelines: &'a Option<PathBuf>,
             http: String,
             api_token: Option<&'static str>,
             api_token_file: &'a Option<PathBuf>,
@@ -443,6 +454,7 @@ impl NodeConfig {
             labels: &self.labels,
             slots: self.slots,
             data_dir: &self.data_dir,
+            pipelines: &self.pipelines,
             http: self.http.to_string(),
             api_token: self.api_token().map(|_| "<hidden>"),
             api_token_file: &self.api_token_file,
@@ -595,6 +607,7 @@ struct Layer {
     labels: Option<BTreeMap<String, String>>,
     slots: Option<usize>,
     data_dir: Option<PathBuf>,
+    pipelines: Option<PathBuf>,
     http: Option<SocketAddr>,
     api_token: Option<Secret>,
     interval: Option<Duration>,
@@ -620,6 +633,9 @@ impl Layer {
         set(&mut config.labels, self.labels);
         set(&mut config.slots, self.slots);
         set(&mut config.data_dir, self.data_dir);
+        if self.pipelines.is_some() {
+            config.pipelines = self.pipelines;
+        }
         set(&mut config.http, self.http);
         match self.api_token {
             Some(Secret::Value(v)) => (config.api_token, config.api_token_file) = (Some(v), None),
@@ -724,6 +740,7 @@ fn file_layer(path: &Path, problems: &mut Vec<String>) -> Layer {
             "labels" => layer.labels = file.labels(key, value),
             "slots" => layer.slots = file.slots(key, value),
             "data_dir" => layer.data_dir = file.string(key, value).map(PathBuf::from),
+            "pipelines" => layer.pipelines = file.string(key, value).map(PathBuf::from),
             "http" => layer.http = file.parsed(key, value, parse_socket_addr),
             "api_token" => token = file.string(key, value),
             "api_token_file" => token_file = file.string(key, value).map(PathBuf::from),
@@ -967,6 +984,8 @@ pub mod env {
     pub const SLOTS: &str = "SYMPHONY_SLOTS";
     /// `data_dir`.
     pub const DATA_DIR: &str = "SYMPHONY_DATA_DIR";
+    /// `pipelines`.
+    pub const PIPELINES: &str = "SYMPHONY_PIPELINES";
     /// `http`.
     pub const HTTP: &str = "SYMPHONY_HTTP";
     /// `api_token`.
@@ -1022,6 +1041,7 @@ fn env_layer(get: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -
         labels: parsed(env::LABELS, var(env::LABELS), parse_labels, p),
         slots: parsed(env::SLOTS, var(env::SLOTS), parse_slots, p),
         data_dir: var(env::DATA_DIR).map(PathBuf::from),
+        pipelines: var(env::PIPELINES).map(PathBuf::from),
         http: parsed(env::HTTP, var(env::HTTP), parse_socket_addr, p),
         api_token: one_secret(
             var(env::API_TOKEN),
@@ -1095,6 +1115,7 @@ fn flag_layer(args: &NodeArgs, problems: &mut Vec<String>) -> Layer {
         labels: (!args.labels.is_empty()).then_some(labels),
         slots: parsed("--slots", args.slots.clone(), parse_slots, p),
         data_dir: args.data_dir.clone(),
+        pipelines: args.pipelines.clone(),
         http: parsed("--http", args.http.clone(), parse_socket_addr, p),
         api_token: one_secret(
             args.api_token.clone(),

@@ -1,6 +1,7 @@
 //! A Symphony node: the process `symphony node` runs. It opens the data dir,
 //! starts the engine, joins the cluster, resumes the `local` runs it owned,
-//! and serves the HTTP API until SIGINT or SIGTERM.
+//! opens the model registry, and serves the HTTP API until SIGINT or
+//! SIGTERM.
 
 pub mod config;
 
@@ -13,6 +14,10 @@ use crate::api::{self, ApiState};
 use crate::cluster::{Cluster, ClusterConfig, HeartbeatTimes};
 use crate::engine::{Engine, EngineConfig, SubmittedSource};
 use crate::executor::Executors;
+use crate::registry::Registry;
+use crate::serving::{
+    BatchConfig, MODEL_EXECUTOR, ModelExecutor, ModelHost, PipelineConfig, Pipelines,
+};
 use crate::store::SledStore;
 use crate::wdl;
 
@@ -29,7 +34,10 @@ pub async fn run(config: NodeConfig) -> Result<(), String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let store = Arc::new(SledStore::open(&config.data_dir).map_err(|e| e.to_string())?);
-    let executors = Executors::standard(&config.executor_config());
+    let registry = Registry::open(&config.data_dir, &config.name).map_err(|e| e.to_string())?;
+    let mut executors = Executors::standard(&config.executor_config());
+    let models = ModelHost::new(registry.clone(), BatchConfig::default());
+    executors.insert(MODEL_EXECUTOR, Arc::new(ModelExecutor::new(models.clone())));
     let compile_with = executors.clone();
     let engine = Engine::start(
         EngineConfig {
@@ -82,14 +90,24 @@ pub async fn run(config: NodeConfig) -> Result<(), String> {
         http = %config.http,
         "Node started."
     );
+    let pipelines = Pipelines::new(PipelineConfig::default());
+    if let Some(dir) = &config.pipelines {
+        let names = pipelines
+            .register_dir(dir, &executors)
+            .map_err(|e| e.to_string())?;
+        info!(pipelines = ?names, "Pipelines registered from the pipelines folder.");
+    }
     let state = ApiState {
         token: config.api_token(),
         metrics,
+        registry,
+        pipelines,
         ..ApiState::new(engine.clone(), executors, cluster.view().clone())
     };
     let served = api::serve(listener, state, stopped()).await;
     cluster.stop().await;
     engine.shutdown().await;
+    models.stop();
     served.map_err(|e| format!("http server failed: {e}"))
 }
 

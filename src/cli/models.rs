@@ -1,0 +1,718 @@
+//! `symphony models register|alias|list|show|delete`: a node's model
+//! registry over its HTTP API.
+//!
+//! Server and token come from `--server`/`SYMPHONY_SERVER` and
+//! `--token`/`SYMPHONY_TOKEN`, as for the other client commands. Data goes to
+//! stdout (exactly one JSON document with `--json`, the server's), messages
+//! to stderr. Exit codes: 0 done, 1 the request failed (not found, in use,
+//! unreachable), 78 a bad name, reference, file or metadata.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{Value as Json, json};
+
+use super::client::ServerArgs;
+use super::{EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
+use crate::inference::TensorSpec;
+use crate::registry::{
+    Alias, ModelInfo, ModelRef, ModelSummary, ModelVersion, VersionRef, check_alias, check_format,
+    check_meta, check_name,
+};
+
+/// Time limit of a request other than an upload.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time limit for connecting to the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes handed to the connection at a time during an upload (the progress
+/// bar moves by this much).
+const UPLOAD_CHUNK: usize = 256 * 1024;
+
+/// `symphony models …`.
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Register a model file as the next version of NAME.
+    Register(RegisterArgs),
+    /// Point an alias (production, staging, …) of a model at a version,
+    /// creating or moving it.
+    Alias {
+        /// The model.
+        name: String,
+        /// The alias.
+        alias: String,
+        /// The version it is to point at.
+        #[arg(value_name = "VERSION", value_parser = clap::value_parser!(u32).range(1..))]
+        number: u32,
+        /// Print one JSON document on stdout and nothing else there.
+        #[arg(long)]
+        json: bool,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List the models.
+    List {
+        /// Print one JSON document on stdout and nothing else there.
+        #[arg(long)]
+        json: bool,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show a model with its versions (NAME), or one version (NAME@3,
+    /// NAME@production, NAME@latest).
+    Show {
+        /// NAME or NAME@REF.
+        #[arg(value_name = "NAME[@REF]")]
+        reference: String,
+        /// Print one JSON document on stdout and nothing else there.
+        #[arg(long)]
+        json: bool,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Delete a version; refused while an alias points at it or it is
+    /// deployed.
+    Delete {
+        /// NAME@VERSION (a number).
+        #[arg(value_name = "NAME@VERSION")]
+        reference: String,
+        /// Print one JSON document on stdout and nothing else there.
+        #[arg(long)]
+        json: bool,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// Arguments of `symphony models register`.
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// The model's name: lower-case letters, digits, '-' and '_'.
+    pub name: String,
+    /// The model file.
+    #[arg(long, value_name = "PATH")]
+    pub file: PathBuf,
+    /// The file's format (only onnx for now).
+    #[arg(long, default_value = "onnx")]
+    pub format: String,
+    /// Metadata to record with the version, KEY=VALUE (repeatable).
+    #[arg(long = "meta", value_name = "K=V")]
+    pub meta: Vec<String>,
+    /// Print one JSON document on stdout and nothing else there.
+    #[arg(long)]
+    pub json: bool,
+    /// The server.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Runs a `symphony models` command; returns the exit code.
+pub(crate) async fn run(command: ModelsCommand) -> u8 {
+    let result = match command {
+        ModelsCommand::Register(args) => register(args).await,
+        ModelsCommand::Alias {
+            name,
+            alias,
+            number,
+            json,
+            server,
+        } => set_alias(&name, &alias, number, json, &server).await,
+        ModelsCommand::List { json, server } => list(json, &server).await,
+        ModelsCommand::Show {
+            reference,
+            json,
+            server,
+        } => show(&reference, json, &server).await,
+        ModelsCommand::Delete {
+            reference,
+            json,
+            server,
+        } => delete(&reference, json, &server).await,
+    };
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(failure) => failure.report(),
+    }
+}
+
+async fn register(args: RegisterArgs) -> Result<(), Failure> {
+    check_name(&args.name).map_err(Failure::usage)?;
+    let format = check_format(&args.format).map_err(Failure::usage)?;
+    let meta = parse_meta(&args.meta)?;
+    let bytes = std::fs::read(&args.file)
+        .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.file.display())))?;
+    let client = Client::new(&args.server)?;
+    let mut query: Vec<(&str, String)> = vec![("format", format)];
+    query.extend(meta.iter().map(|(k, v)| ("meta", format!("{k}={v}"))));
+    let bar = std::io::stderr()
+        .is_terminal()
+        .then(|| upload_bar(&args.name, bytes.len()));
+    let body = reqwest::Body::wrap(Upload {
+        data: Bytes::from(bytes),
+        sent: 0,
+        bar: bar.clone(),
+    });
+    let request = client
+        .request(
+            Method::POST,
+            &format!("/api/v1/models/{}/versions", args.name),
+        )
+        .query(&query)
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .body(body);
+    let answer = client.upload(request).await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let answer = answer?;
+    if args.json {
+        println!("{answer}");
+        return Ok(());
+    }
+    let version: ModelVersion = client.parse(answer)?;
+    eprintln!(
+        "registered {}@{} (sha256 {}, {})",
+        version.name,
+        version.version,
+        short(&version.checksum),
+        human_size(version.size)
+    );
+    println!("{}@{}", version.name, version.version);
+    Ok(())
+}
+
+async fn set_alias(
+    name: &str,
+    alias: &str,
+    version: u32,
+    json: bool,
+    server: &ServerArgs,
+) -> Result<(), Failure> {
+    check_name(name).map_err(Failure::usage)?;
+    check_alias(alias).map_err(Failure::usage)?;
+    let client = Client::new(server)?;
+    let request = client
+        .request(
+            Method::PUT,
+            &format!("/api/v1/models/{name}/aliases/{alias}"),
+        )
+        .timeout(REQUEST_TIMEOUT)
+        .json(&json!({ "version": version }));
+    let answer = client.send(request).await?;
+    if json {
+        println!("{answer}");
+        return Ok(());
+    }
+    let alias: Alias = client.parse(answer)?;
+    println!("{}@{} -> {}", alias.name, alias.alias, alias.version);
+    Ok(())
+}
+
+async fn list(json: bool, server: &ServerArgs) -> Result<(), Failure> {
+    let client = Client::new(server)?;
+    let answer = client.get("/api/v1/models").await?;
+    if json {
+        println!("{answer}");
+        return Ok(());
+    }
+    let models: Vec<ModelSummary> = client.parse(answer)?;
+    print!("{}", models_table(&models));
+    Ok(())
+}
+
+async fn show(text: &str, json: bool, server: &ServerArgs) -> Result<(), Failure> {
+    let reference = ModelRef::parse(text).map_err(Failure::usage)?;
+    let client = Client::new(server)?;
+    // `NAME` alone shows the model; `NAME@…` (even `@latest`) one version.
+    let whole_model = !text.contains('@');
+    let path = if whole_model {
+        format!("/api/v1/models/{}", reference.name)
+    } else {
+        format!(
+            "/api/v1/models/{}/versions/{}",
+            reference.name, reference.version
+        )
+    };
+    let answer = client.get(&path).await?;
+    if json {
+        println!("{answer}");
+    } else if whole_model {
+        print!("{}", model_text(&client.parse::<ModelInfo>(answer)?));
+    } else {
+        print!("{}", version_text(&client.parse::<ModelVersion>(answer)?));
+    }
+    Ok(())
+}
+
+async fn delete(reference: &str, json: bool, server: &ServerArgs) -> Result<(), Failure> {
+    let parsed = ModelRef::parse(reference).map_err(Failure::usage)?;
+    let VersionRef::Number(number) = parsed.version else {
+        return Err(Failure::Usage(format!(
+            "delete needs NAME@VERSION with a version number, e.g. {}@1; got \"{reference}\"",
+            parsed.name
+        )));
+    };
+    let client = Client::new(server)?;
+    let request = client
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/models/{}/versions/{number}", parsed.name),
+        )
+        .timeout(REQUEST_TIMEOUT);
+    let answer = client.send(request).await?;
+    if json {
+        println!("{answer}");
+    } else {
+        println!("deleted {}@{number}", parsed.name);
+    }
+    Ok(())
+}
+
+/// `--meta K=V` arguments as a map; a repeated key or a pair without `=`
+/// is a usage error.
+fn parse_meta(pairs: &[String]) -> Result<BTreeMap<String, String>, Failure> {
+    let mut meta = BTreeMap::new();
+    for pair in pairs {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(Failure::Usage(format!("--meta {pair:?} is not KEY=VALUE")));
+        };
+        if meta.insert(key.to_owned(), value.to_owned()).is_some() {
+            return Err(Failure::Usage(format!(
+                "--meta key \"{key}\" is given more than once"
+            )));
+        }
+    }
+    check_meta(&meta).map_err(Failure::Usage)?;
+    Ok(meta)
+}
+
+// ---- what is printed -------------------------------------------------------
+
+/// `models list` as a table: NAME VERSIONS LATEST ALIASES.
+fn models_table(models: &[ModelSummary]) -> String {
+    let mut rows = vec![[
+        "NAME".to_owned(),
+        "VERSIONS".into(),
+        "LATEST".into(),
+        "ALIASES".into(),
+    ]];
+    for m in models {
+        rows.push([
+            m.name.clone(),
+            m.versions.to_string(),
+            m.latest.map_or_else(|| "-".into(), |n| n.to_string()),
+            aliases_text(m.aliases.iter().map(|(a, v)| (a.as_str(), *v))),
+        ]);
+    }
+    table(&rows)
+}
+
+/// `models show NAME`: the versions as a table, then the aliases.
+fn model_text(info: &ModelInfo) -> String {
+    let mut rows = vec![[
+        "VERSION".to_owned(),
+        "SIZE".into(),
+        "SHA256".into(),
+        "CREATED".into(),
+        "BY".into(),
+        "ALIASES".into(),
+    ]];
+    for v in &info.versions {
+        let mut aliases: Vec<&str> = info
+            .aliases
+            .iter()
+            .filter(|a| a.version == v.version)
+            .map(|a| a.alias.as_str())
+            .collect();
+        if info.deployed.contains(&v.version) {
+            aliases.push("(deployed)");
+        }
+        rows.push([
+            v.version.to_string(),
+            human_size(v.size),
+            short(&v.checksum).to_owned(),
+            time(v.created_ms),
+            v.created_by.clone(),
+            if aliases.is_empty() {
+                "-".into()
+            } else {
+                aliases.join(",")
+            },
+        ]);
+    }
+    let mut out = format!("model {}\n", info.name);
+    out.push_str(&table(&rows));
+    if let Some(latest) = info.versions.last() {
+        out.push_str(&format!(
+            "signature of {}: {}\n",
+            latest.version, latest.signature
+        ));
+    }
+    out
+}
+
+/// `models show NAME@REF`: one version, field by field.
+fn version_text(v: &ModelVersion) -> String {
+    let mut out = format!("{}@{}\n", v.name, v.version);
+    let mut field = |key: &str, value: String| out.push_str(&format!("  {key:<10} {value}\n"));
+    field("sha256", v.checksum.clone());
+    field("size", format!("{} ({} bytes)", human_size(v.size), v.size));
+    field("format", v.format.clone());
+    field(
+        "created",
+        format!("{} by {}", time(v.created_ms), v.created_by),
+    );
+    if v.registered_as != v.version {
+        field("registered", format!("as version {}", v.registered_as));
+    }
+    let specs = |specs: &[TensorSpec]| {
+        specs
+            .iter()
+            .map(|s| format!("{}: {}", s.name, s.describe()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    field("inputs", specs(&v.signature.inputs));
+    field("outputs", specs(&v.signature.outputs));
+    for (key, value) in &v.meta {
+        field("meta", format!("{key}={value}"));
+    }
+    out
+}
+
+fn aliases_text<'a>(aliases: impl Iterator<Item = (&'a str, u32)>) -> String {
+    let text: Vec<String> = aliases.map(|(a, v)| format!("{a}={v}")).collect();
+    if text.is_empty() {
+        "-".into()
+    } else {
+        text.join(",")
+    }
+}
+
+/// Rows with every column but the last padded to its widest cell.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[c]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The first 12 hex digits of a checksum, as `git` abbreviates.
+fn short(checksum: &str) -> &str {
+    checksum.get(..12).unwrap_or(checksum)
+}
+
+fn time(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// `1.5 MiB`, `812 B`.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+// ---- the upload ------------------------------------------------------------
+
+fn upload_bar(name: &str, len: usize) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("uploading {name}"));
+    bar
+}
+
+/// A request body handed out in chunks, moving a progress bar as the
+/// connection takes them.
+struct Upload {
+    data: Bytes,
+    sent: usize,
+    bar: Option<ProgressBar>,
+}
+
+impl http_body::Body for Upload {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let start = self.sent;
+        if start >= self.data.len() {
+            return Poll::Ready(None);
+        }
+        let end = (start + UPLOAD_CHUNK).min(self.data.len());
+        let chunk = self.data.slice(start..end);
+        self.sent = end;
+        if let Some(bar) = &self.bar {
+            bar.set_position(end as u64);
+        }
+        Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent >= self.data.len()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact((self.data.len() - self.sent) as u64)
+    }
+}
+
+// ---- HTTP ------------------------------------------------------------------
+
+/// Why a command failed; [`Failure::report`] prints it.
+#[derive(Debug)]
+enum Failure {
+    /// What the user typed is wrong (exit 78).
+    Usage(String),
+    /// The server said no, or could not be reached (exit 1).
+    Failed(String),
+}
+
+impl Failure {
+    fn usage(e: impl std::fmt::Display) -> Failure {
+        Failure::Usage(e.to_string())
+    }
+
+    fn report(&self) -> u8 {
+        match self {
+            Failure::Usage(message) => {
+                eprintln!("error: {message}");
+                EXIT_CONFIG
+            }
+            Failure::Failed(message) => {
+                eprintln!("error: {message}");
+                EXIT_FAILED
+            }
+        }
+    }
+}
+
+/// A connection to one node's API (as the other client commands make it).
+#[derive(Debug)]
+struct Client {
+    /// `http(s)://host:port`, without a trailing slash.
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(server: &ServerArgs) -> Result<Client, Failure> {
+        let given = server.server.trim().trim_end_matches('/');
+        let base = if given.contains("://") {
+            given.to_owned()
+        } else {
+            format!("http://{given}")
+        };
+        let valid = reqwest::Url::parse(&base)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if !valid {
+            return Err(Failure::Failed(format!(
+                "{given:?} is not a server URL; expected e.g. http://127.0.0.1:8080 (--server or SYMPHONY_SERVER)"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| Failure::Failed(format!("cannot start an HTTP client: {e}")))?;
+        Ok(Client {
+            base,
+            token: server
+                .token
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
+            http,
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<Json, Failure> {
+        self.send(self.request(Method::GET, path).timeout(REQUEST_TIMEOUT))
+            .await
+    }
+
+    /// Sends `request`; see [`Client::answer`].
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Json, Failure> {
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        self.answer(response).await
+    }
+
+    /// The answer's JSON on success, the server's error message otherwise
+    /// (400 and 422 are the user's mistake: exit 78).
+    async fn answer(&self, response: reqwest::Response) -> Result<Json, Failure> {
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+        let body: Json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!({ "error": String::from_utf8_lossy(&bytes).trim() }));
+        if status.is_success() {
+            return Ok(body);
+        }
+        let message = body
+            .get("error")
+            .and_then(Json::as_str)
+            .map_or_else(|| body.to_string(), str::to_owned);
+        Err(match status {
+            StatusCode::UNAUTHORIZED if self.token.is_some() => Failure::Failed(format!(
+                "the server at {} refused the API token (check --token or SYMPHONY_TOKEN)",
+                self.base
+            )),
+            StatusCode::UNAUTHORIZED => Failure::Failed(format!(
+                "the server at {} requires an API token; give it with --token or SYMPHONY_TOKEN",
+                self.base
+            )),
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => Failure::Usage(message),
+            StatusCode::NOT_FOUND | StatusCode::CONFLICT | StatusCode::PAYLOAD_TOO_LARGE => {
+                Failure::Failed(message)
+            }
+            other => Failure::Failed(format!("the server answered {other}: {message}")),
+        })
+    }
+
+    /// [`Client::send`] for an upload: the server cuts the connection of an
+    /// upload it refuses (too large) before it has all of it, which the
+    /// client sees as a failed write.
+    async fn upload(&self, request: reqwest::RequestBuilder) -> Result<Json, Failure> {
+        match request.send().await {
+            Ok(response) => self.answer(response).await,
+            Err(e) if e.is_request() && !e.is_connect() && !e.is_timeout() => {
+                Err(Failure::Failed(format!(
+                    "the server at {} cut the upload short: {}; it refuses a model file over its limit (512 MiB by default)",
+                    self.base,
+                    root_cause(&e)
+                )))
+            }
+            Err(e) => Err(self.unreachable(&e)),
+        }
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> Failure {
+        Failure::Failed(format!(
+            "cannot reach the server at {}: {} (is `symphony node` running there? set --server or SYMPHONY_SERVER)",
+            self.base,
+            root_cause(e)
+        ))
+    }
+
+    /// An answer as the type the API promises.
+    fn parse<T: DeserializeOwned>(&self, answer: Json) -> Result<T, Failure> {
+        serde_json::from_value(answer.clone()).map_err(|e| {
+            Failure::Failed(format!(
+                "the server at {} answered with an unexpected document ({e}): {answer}",
+                self.base
+            ))
+        })
+    }
+}
+
+/// The innermost cause of an error ("connection refused"), in lower case.
+fn root_cause(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let text = cause.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    text.to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_pairs_are_key_value() {
+        let meta = parse_meta(&["owner=ml".into(), "note=a=b".into()]).unwrap();
+        assert_eq!(meta["owner"], "ml");
+        assert_eq!(meta["note"], "a=b");
+        assert!(parse_meta(&["novalue".into()]).is_err());
+        assert!(parse_meta(&["k=1".into(), "k=2".into()]).is_err());
+        assert!(parse_meta(&["=v".into()]).is_err());
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_size(812), "812 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(3 * 1024 * 1024), "3.0 MiB");
+    }
+
+    #[test]
+    fn model_tables_align() {
+        let models = vec![
+            ModelSummary {
+                name: "iris".into(),
+                versions: 2,
+                latest: Some(2),
+                aliases: BTreeMap::from([("production".into(), 1), ("staging".into(), 2)]),
+                updated_ms: Some(0),
+            },
+            ModelSummary {
+                name: "resnet-50".into(),
+                versions: 0,
+                latest: None,
+                aliases: BTreeMap::new(),
+                updated_ms: None,
+            },
+        ];
+        assert_eq!(
+            models_table(&models),
+            "NAME       VERSIONS  LATEST  ALIASES\n\
+             iris       2         2       production=1,staging=2\n\
+             resnet-50  0         -       -\n"
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! The registry's records on disk: a sled database of its own (the node's
+//! run store keeps its handle to itself), the only code of the registry that
+//! names sled.
+//!
+//! Layout: tree `records`, key `kind name 0x00 suffix`, value the encoded
+//! [`Record`]: kind `v` (version) and `d` (deletion) with the version's
+//! identity as suffix (stamp as big-endian `wall_ms`, `logical`, then the
+//! node), kind `a` (alias) with the alias as suffix, only the winning record
+//! kept. Tree `deployed`: key the model's name, value the encoded set of
+//! the [`VersionId`]s this node deploys. Every write is flushed before it
+//! returns: registry writes are rare and must survive a crash.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::RegistryError;
+use super::model::{Record, VersionId};
+
+/// The registry's sled database.
+#[derive(Debug)]
+pub(crate) struct RecordStore {
+    db: sled::Db,
+    records: sled::Tree,
+    deployed: sled::Tree,
+}
+
+/// Everything a [`RecordStore`] holds.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    /// Every stored record.
+    pub(crate) records: Vec<Record>,
+    /// Deployed versions by model.
+    pub(crate) deployed: Vec<(String, BTreeSet<VersionId>)>,
+}
+
+impl RecordStore {
+    /// Opens (or creates) the database in `dir`.
+    pub(crate) fn open(dir: &Path) -> Result<RecordStore, RegistryError> {
+        let db = sled::Config::new().path(dir).open().map_err(|e| {
+            let text = e.to_string();
+            if text.contains("lock") || text.contains("WouldBlock") {
+                RegistryError::Storage(format!(
+                    "registry {} is in use by another symphony process",
+                    dir.display()
+                ))
+            } else {
+                RegistryError::Storage(format!(
+                    "cannot open the registry {}: {text}",
+                    dir.display()
+                ))
+            }
+        })?;
+        let records = db.open_tree("records").map_err(io)?;
+        let deployed = db.open_tree("deployed").map_err(io)?;
+        Ok(RecordStore {
+            db,
+            records,
+            deployed,
+        })
+    }
+
+    /// Reads everything back.
+    pub(crate) fn load(&self) -> Result<Loaded, RegistryError> {
+        let mut loaded = Loaded::default();
+        for value in self.records.iter().values() {
+            loaded.records.push(decode(&value.map_err(io)?)?);
+        }
+        for entry in self.deployed.iter() {
+            let (key, value) = entry.map_err(io)?;
+            let name = String::from_utf8(key.to_vec())
+                .map_err(|_| RegistryError::Storage("corrupt registry record: key".into()))?;
+            loaded.deployed.push((name, decode(&value)?));
+        }
+        Ok(loaded)
+    }
+
+    /// Stores a record (replacing an alias's previous record) and flushes.
+    pub(crate) fn put(&self, record: &Record) -> Result<(), RegistryError> {
+        self.records
+            .insert(key(record), encode(record))
+            .map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    /// Stores the deployed versions of `name` and flushes.
+    pub(crate) fn put_deployed(
+        &self,
+        name: &str,
+        ids: &BTreeSet<VersionId>,
+    ) -> Result<(), RegistryError> {
+        if ids.is_empty() {
+            self.deployed.remove(name.as_bytes()).map_err(io)?;
+        } else {
+            self.deployed
+                .insert(name.as_bytes(), encode(ids))
+                .map_err(io)?;
+        }
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+}
+
+fn key(record: &Record) -> Vec<u8> {
+    let (kind, name) = match record {
+        Record::Version(v) => (b'v', &v.name),
+        Record::Deletion(d) => (b'd', &d.name),
+        Record::Alias(a) => (b'a', &a.name),
+    };
+    let mut key = vec![kind];
+    key.extend_from_slice(name.as_bytes());
+    key.push(0);
+    let id = |key: &mut Vec<u8>, id: &VersionId| {
+        key.extend_from_slice(&id.stamp.wall_ms.to_be_bytes());
+        key.extend_from_slice(&id.stamp.logical.to_be_bytes());
+        key.extend_from_slice(id.node.as_bytes());
+    };
+    match record {
+        Record::Version(v) => id(&mut key, &v.id()),
+        Record::Deletion(d) => id(&mut key, &d.target),
+        Record::Alias(a) => key.extend_from_slice(a.alias.as_bytes()),
+    }
+    key
+}
+
+fn encode<T: bincode::Encode>(value: &T) -> Vec<u8> {
+    bincode::encode_to_vec(value, bincode::config::standard()).expect("registry record encodes")
+}
+
+fn decode<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, RegistryError> {
+    bincode::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(value, _)| value)
+        .map_err(|e| RegistryError::Storage(format!("corrupt registry record: {e}")))
+}
+
+fn io(e: sled::Error) -> RegistryError {
+    RegistryError::Storage(e.to_string())
+}
