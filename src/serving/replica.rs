@@ -1,25 +1,34 @@
 //! A model replica: one actor that owns a loaded model and batches the
 //! requests sent to it.
 //!
-//! Batching is adaptive. A request that finds the model idle runs at once
-//! (after waiting up to `max_wait` for company, default zero), so a lone
-//! client pays no batching delay; requests that arrive while a batch runs
-//! queue up and go together, up to `max_batch`, as soon as it finishes. Under
-//! load the batches grow by themselves; requests from different runs and
-//! pipeline invocations share them. A model whose batch dimension is fixed
-//! runs one request at a time.
+//! Batching is adaptive. A request that finds the model idle runs as soon
+//! as the requests already in the replica's mailbox have joined it (after
+//! waiting up to `max_wait` for more, default zero), so a lone client pays
+//! no batching delay; requests that arrive while a batch runs queue up and
+//! go together, up to `max_batch`, as soon as it finishes. Under load the
+//! batches grow by themselves; requests from different runs and pipeline
+//! invocations share them. A model whose batch dimension is fixed runs one
+//! request at a time.
 //!
-//! The model runs on tokio's blocking pool, never on the actor's thread, so
-//! a slow model cannot stall the runtime; one batch is in flight per replica.
+//! Where a batch runs depends on how long the model takes. A model whose
+//! batches take more than [`INLINE_MAX`] runs on tokio's blocking pool, so
+//! it cannot stall the runtime; a faster one (the iris classifier takes a
+//! few microseconds) runs on the replica's own task, because handing it to
+//! another thread and back would cost more than the inference. Each batch's
+//! time decides for the next. One batch is in flight per replica.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::executor::TaskError;
 use crate::inference::Model;
 use crate::value::Value;
+
+/// Batches that took longer than this run the next one off the replica's
+/// task, on the blocking pool.
+pub const INLINE_MAX: Duration = Duration::from_micros(200);
 
 /// How a replica forms batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +61,13 @@ pub enum ReplicaMsg {
     /// Run the model on one request (a map of input name to tensor or
     /// nested list); the reply carries the map of outputs.
     Infer(Value, Reply),
-    /// The batch in flight finished (sent by the replica to itself).
-    BatchDone,
+    /// Run a batch now, with every request queued so far (sent by the
+    /// replica to itself, so that it comes after the requests already in
+    /// the mailbox).
+    Run,
+    /// The batch in flight on the blocking pool finished after this long
+    /// (sent by the replica to itself).
+    BatchDone(Duration),
     /// `max_wait` passed for gathering batch number `.0` (sent by the
     /// replica to itself).
     Flush(u64),
@@ -78,7 +92,8 @@ impl std::fmt::Debug for ReplicaMsg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReplicaMsg::Infer(..) => f.write_str("Infer"),
-            ReplicaMsg::BatchDone => f.write_str("BatchDone"),
+            ReplicaMsg::Run => f.write_str("Run"),
+            ReplicaMsg::BatchDone(took) => write!(f, "BatchDone({took:?})"),
             ReplicaMsg::Flush(n) => write!(f, "Flush({n})"),
             ReplicaMsg::Stats(_) => f.write_str("Stats"),
         }
@@ -107,8 +122,10 @@ pub struct ReplicaState {
     batch: BatchConfig,
     label: String,
     queue: VecDeque<(Value, Reply)>,
-    /// A batch is running.
+    /// A batch is running, or a `Run` is on its way.
     busy: bool,
+    /// The last batch took long enough to run the next off the task.
+    slow: bool,
     /// Number of the batch being gathered; a `Flush` for an older one is stale.
     gathering: u64,
     /// A `Flush` timer is pending for `gathering`.
@@ -138,6 +155,7 @@ impl Actor for Replica {
             label: args.label,
             queue: VecDeque::new(),
             busy: false,
+            slow: true,
             gathering: 0,
             waiting: false,
             stats: ReplicaStats::default(),
@@ -170,7 +188,8 @@ impl Actor for Replica {
                     return Ok(());
                 }
                 if state.queue.len() >= state.batch.max_batch || state.batch.max_wait.is_zero() {
-                    state.start_batch(&myself);
+                    state.busy = true;
+                    let _ = myself.cast(ReplicaMsg::Run);
                 } else if !state.waiting {
                     state.waiting = true;
                     let n = state.gathering;
@@ -179,30 +198,30 @@ impl Actor for Replica {
             }
             ReplicaMsg::Flush(n) => {
                 if n == state.gathering && state.waiting && !state.busy {
-                    state.start_batch(&myself);
+                    state.busy = true;
+                    let _ = myself.cast(ReplicaMsg::Run);
                 }
             }
+            ReplicaMsg::Run => state.run_batch(&myself),
             ReplicaMsg::Stats(reply) => {
                 let _ = reply.send(state.stats);
             }
-            ReplicaMsg::BatchDone => {
-                state.busy = false;
-                if !state.queue.is_empty() {
-                    // These waited for the model: no reason to wait longer.
-                    state.start_batch(&myself);
-                }
-            }
+            ReplicaMsg::BatchDone(took) => state.finished(&myself, took),
         }
         Ok(())
     }
 }
 
 impl ReplicaState {
-    /// Takes up to `max_batch` queued requests and runs them off the actor.
-    fn start_batch(&mut self, myself: &ActorRef<ReplicaMsg>) {
+    /// Takes up to `max_batch` queued requests and runs them: here when the
+    /// model is fast, else on the blocking pool.
+    fn run_batch(&mut self, myself: &ActorRef<ReplicaMsg>) {
         let n = self.queue.len().min(self.batch.max_batch);
+        if n == 0 {
+            self.busy = false;
+            return;
+        }
         let (requests, replies): (Vec<Value>, Vec<Reply>) = self.queue.drain(..n).unzip();
-        self.busy = true;
         self.waiting = false;
         self.gathering += 1;
         self.stats.requests += n as u64;
@@ -211,25 +230,49 @@ impl ReplicaState {
         metrics::histogram!("symphony_model_batch_size", "model" => self.label.clone())
             .record(n as f64);
         let model = self.model.clone();
+        if !self.slow {
+            let took = run(&model, requests, replies);
+            self.finished(myself, took);
+            return;
+        }
         let me = myself.clone();
         tokio::task::spawn_blocking(move || {
-            let run = std::panic::AssertUnwindSafe(move || model.infer_batch(requests));
-            match std::panic::catch_unwind(run) {
-                Ok(results) => {
-                    for (reply, result) in replies.into_iter().zip(results) {
-                        let _ = reply.send(result);
-                    }
-                }
-                Err(_) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(TaskError::fatal("panic", "the model panicked")));
-                    }
-                }
-            }
-            // Always: the replica takes the next batch even after a panic.
-            let _ = me.cast(ReplicaMsg::BatchDone);
+            let took = run(&model, requests, replies);
+            let _ = me.cast(ReplicaMsg::BatchDone(took));
         });
     }
+
+    /// A batch took `took`: choose where the next runs, and start it if
+    /// requests are waiting (they waited for the model: no reason to wait
+    /// longer).
+    fn finished(&mut self, myself: &ActorRef<ReplicaMsg>, took: Duration) {
+        self.slow = took > INLINE_MAX;
+        if self.queue.is_empty() {
+            self.busy = false;
+        } else {
+            let _ = myself.cast(ReplicaMsg::Run);
+        }
+    }
+}
+
+/// Runs one batch and answers each request; how long it took. A panic in
+/// the model answers every request of the batch with class `panic`.
+fn run(model: &Model, requests: Vec<Value>, replies: Vec<Reply>) -> Duration {
+    let started = Instant::now();
+    let batch = std::panic::AssertUnwindSafe(move || model.infer_batch(requests));
+    match std::panic::catch_unwind(batch) {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(_) => {
+            for reply in replies {
+                let _ = reply.send(Err(TaskError::fatal("panic", "the model panicked")));
+            }
+        }
+    }
+    started.elapsed()
 }
 
 /// Sends one request to a replica and waits for its answer.
@@ -323,6 +366,23 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.class, "input", "{e}");
         assert!(e.message.contains("float_input"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn with_no_wait_requests_already_in_the_mailbox_still_share_a_batch() {
+        let replica = replica_default().await;
+        // Warm: the first batch tells the replica the model is fast.
+        infer(&replica, row(0.0)).await.unwrap();
+        let answers = futures::future::join_all((0..64).map(|_| infer(&replica, row(0.0)))).await;
+        assert!(answers.iter().all(Result::is_ok));
+        let stats = replica
+            .call(ReplicaMsg::Stats, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stats.requests, 65);
+        assert_eq!(stats.largest, 32, "{stats:?}");
+        assert_eq!(stats.batches, 3, "{stats:?}");
     }
 
     async fn replica_default() -> ActorRef<ReplicaMsg> {
