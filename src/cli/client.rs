@@ -7,6 +7,9 @@
 //! `--json`), progress and errors to stderr. Exit codes are those of
 //! `symphony run`: 0 succeeded, 1 failed (or the request failed), 78 invalid
 //! workflow or inputs, 130 cancelled.
+//!
+//! [`Api`] and [`ClientError`] are the HTTP client of every command that
+//! talks to a node (`models` and `pipelines` too).
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -18,12 +21,12 @@ use indicatif::ProgressBar;
 use reqwest::StatusCode;
 use serde_json::{Value as Json, json};
 
-use super::{EXIT_CANCELLED, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, output};
+use super::{EXIT_CANCELLED, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_TEMPFAIL, output};
 use crate::engine::{RunOutcome, TaskReport, TaskStatus};
 use crate::executor::{ExecutorConfig, Executors};
 use crate::store::{RunStatus, RunSummary};
 use crate::value::Value;
-use crate::wdl::{self, Sources};
+use crate::wdl::{self, Sources, Workflow};
 
 /// Where the client looks for a node when neither `--server` nor
 /// `SYMPHONY_SERVER` says.
@@ -52,6 +55,16 @@ pub struct ServerArgs {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+}
+
+impl ServerArgs {
+    /// A client of this server.
+    ///
+    /// # Errors
+    /// [`ClientError::BadServer`] when `--server` is not an http(s) URL.
+    pub(super) fn api(&self) -> Result<Api, ClientError> {
+        Api::new(&self.server, self.token.as_deref())
+    }
 }
 
 /// Arguments of `symphony submit`.
@@ -264,16 +277,7 @@ pub(crate) async fn cluster(command: ClusterCommand) -> u8 {
 ///
 /// Errors are printed; the exit code is returned.
 fn submission(args: &SubmitArgs) -> Result<Json, u8> {
-    let sources = Sources::read(&args.file);
-    // The server checks `uses` against its own executors; here every
-    // standard executor and any model are accepted.
-    let executors = Executors::standard(&ExecutorConfig::default());
-    let mut catalog: Vec<String> = executors.names().map(str::to_owned).collect();
-    catalog.push("model/*".into());
-    let workflow = wdl::compile(&sources, &catalog).map_err(|diagnostics| {
-        eprint!("{diagnostics}");
-        EXIT_CONFIG
-    })?;
+    let (workflow, mut body) = workflow_request(&args.file)?;
     let given = args.inputs.collect(&workflow).map_err(|e| {
         eprintln!("error: {e}");
         EXIT_CONFIG
@@ -284,10 +288,32 @@ fn submission(args: &SubmitArgs) -> Result<Json, u8> {
         }
         return Err(EXIT_CONFIG);
     }
+    body["inputs"] = Value::Map(given).to_json();
+    Ok(body)
+}
+
+/// Compiles the workflow `file` here, so mistakes are reported before
+/// anything is sent, and returns it with the request body that carries it
+/// and the files it imports: `{workflow, name, files}`, as `POST
+/// /api/v1/runs` and `POST /api/v1/pipelines` take it.
+///
+/// Errors (diagnostics as `file:line:col: …`) are printed; the exit code is
+/// returned.
+pub(super) fn workflow_request(file: &Path) -> Result<(Workflow, Json), u8> {
+    let sources = Sources::read(file);
+    // The server checks `uses` against its own executors; here every
+    // standard executor and any model are accepted.
+    let executors = Executors::standard(&ExecutorConfig::default());
+    let mut catalog: Vec<String> = executors.names().map(str::to_owned).collect();
+    catalog.push("model/*".into());
+    let workflow = wdl::compile(&sources, &catalog).map_err(|diagnostics| {
+        eprint!("{diagnostics}");
+        EXIT_CONFIG
+    })?;
     let main = sources.main();
     let dir = Path::new(main).parent().unwrap_or(Path::new(""));
     let Some((_, text)) = sources.files().find(|(p, _)| *p == main) else {
-        eprintln!("error: cannot read {}", args.file.display());
+        eprintln!("error: cannot read {}", file.display());
         return Err(EXIT_CONFIG);
     };
     let files: BTreeMap<String, &str> = sources
@@ -295,12 +321,12 @@ fn submission(args: &SubmitArgs) -> Result<Json, u8> {
         .filter(|(p, _)| *p != main)
         .map(|(p, t)| (relative_to(p, dir), t))
         .collect();
-    Ok(json!({
+    let body = json!({
         "workflow": text,
         "name": relative_to(main, dir),
-        "inputs": Value::Map(given).to_json(),
         "files": files,
-    }))
+    });
+    Ok((workflow, body))
 }
 
 /// `path` relative to the directory `base`, both lexically normalised.
@@ -750,19 +776,38 @@ fn cluster_table(view: &Json) -> String {
 
 // ---- HTTP ------------------------------------------------------------------
 
-/// What went wrong talking to the server.
+/// What went wrong talking to the server, or in what was typed before
+/// anything was sent.
 #[derive(Debug)]
-enum ClientError {
+pub(super) enum ClientError {
+    /// What the user typed is wrong (a bad name, file or argument), found
+    /// before anything was sent (exit 78).
+    Usage(String),
+    /// Already printed where it was found (a workflow's diagnostics); the
+    /// exit code.
+    Reported(u8),
     /// The server URL is not one.
     BadServer(String),
     /// No connection (refused, unknown host, timed out).
     Unreachable { server: String, reason: String },
     /// 401: no token, or the wrong one.
     Unauthorized { server: String, had_token: bool },
-    /// 422: the workflow or its inputs are invalid (the answer's body).
+    /// 400 or 422: the request, the workflow or its inputs are invalid (the
+    /// answer's body; exit 78).
     Invalid(Json),
     /// 404.
     NotFound(String),
+    /// 409 or 413, or an upload cut short: the server refused what was
+    /// asked, and its message says why.
+    Refused(String),
+    /// 429: the node is at its bound (of pipeline invocations in flight);
+    /// the same request may succeed later (exit 75).
+    Busy {
+        server: String,
+        message: String,
+        /// The `Retry-After` header, when given.
+        retry_after: Option<String>,
+    },
     /// Any other error answer.
     Status { status: StatusCode, message: String },
     /// An answer that is not what the API promises.
@@ -770,9 +815,30 @@ enum ClientError {
 }
 
 impl ClientError {
+    /// [`ClientError::Usage`] from any error's text.
+    pub(super) fn usage(e: impl std::fmt::Display) -> ClientError {
+        ClientError::Usage(e.to_string())
+    }
+
     /// Prints the error on stderr and returns the exit code.
-    fn report(&self) -> u8 {
+    pub(super) fn report(&self) -> u8 {
         match self {
+            ClientError::Usage(message) => {
+                eprintln!("error: {message}");
+                EXIT_CONFIG
+            }
+            ClientError::Reported(code) => *code,
+            ClientError::Busy {
+                server,
+                message,
+                retry_after,
+            } => {
+                let when = retry_after
+                    .as_deref()
+                    .map_or_else(|| "later".to_owned(), |s| format!("in {s}s"));
+                eprintln!("error: the server at {server} is busy: {message} (try again {when})");
+                EXIT_TEMPFAIL
+            }
             ClientError::Invalid(body) => {
                 if let Some(text) = body.get("text").and_then(Json::as_str) {
                     eprint!("{text}");
@@ -815,7 +881,9 @@ impl ClientError {
                 }
                 EXIT_FAILED
             }
-            ClientError::NotFound(message) | ClientError::Protocol(message) => {
+            ClientError::NotFound(message)
+            | ClientError::Refused(message)
+            | ClientError::Protocol(message) => {
                 eprintln!("error: {message}");
                 EXIT_FAILED
             }
@@ -835,15 +903,20 @@ fn error_message(body: &Json) -> String {
 
 /// A connection to one node's API.
 #[derive(Debug, Clone)]
-struct Api {
+pub(super) struct Api {
     /// `http(s)://host:port`, without a trailing slash.
-    base: String,
+    pub(super) base: String,
     token: Option<String>,
     http: reqwest::Client,
 }
 
 impl Api {
-    fn new(server: &str, token: Option<&str>) -> Result<Api, ClientError> {
+    /// A client of the node at `server` (`http://` is assumed when no scheme
+    /// is given), sending `token` as the bearer token when it is not blank.
+    ///
+    /// # Errors
+    /// [`ClientError::BadServer`] when `server` is not an http(s) URL.
+    pub(super) fn new(server: &str, token: Option<&str>) -> Result<Api, ClientError> {
         let server = server.trim().trim_end_matches('/');
         let base = if server.contains("://") {
             server.to_owned()
@@ -868,7 +941,9 @@ impl Api {
         })
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    /// A request for `path` (from `/api/…`) with the token, without a time
+    /// limit (the helpers below set one).
+    pub(super) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let request = self.http.request(method, format!("{}{path}", self.base));
         match &self.token {
             Some(token) => request.bearer_auth(token),
@@ -876,19 +951,38 @@ impl Api {
         }
     }
 
-    async fn get(&self, path: &str) -> Result<Json, ClientError> {
+    /// `GET path`; see [`Api::send`].
+    pub(super) async fn get(&self, path: &str) -> Result<Json, ClientError> {
         let request = self
             .request(reqwest::Method::GET, path)
             .timeout(REQUEST_TIMEOUT);
-        self.json(request).await
+        self.send(request).await
     }
 
-    async fn post(&self, path: &str, body: &Json) -> Result<Json, ClientError> {
+    /// `POST path` with a JSON body; see [`Api::send`].
+    pub(super) async fn post(&self, path: &str, body: &Json) -> Result<Json, ClientError> {
         let request = self
             .request(reqwest::Method::POST, path)
             .timeout(REQUEST_TIMEOUT)
             .json(body);
-        self.json(request).await
+        self.send(request).await
+    }
+
+    /// `PUT path` with a JSON body; see [`Api::send`].
+    pub(super) async fn put(&self, path: &str, body: &Json) -> Result<Json, ClientError> {
+        let request = self
+            .request(reqwest::Method::PUT, path)
+            .timeout(REQUEST_TIMEOUT)
+            .json(body);
+        self.send(request).await
+    }
+
+    /// `DELETE path`; see [`Api::send`].
+    pub(super) async fn delete(&self, path: &str) -> Result<Json, ClientError> {
+        let request = self
+            .request(reqwest::Method::DELETE, path)
+            .timeout(REQUEST_TIMEOUT);
+        self.send(request).await
     }
 
     /// `GET /api/v1/runs/{id}`.
@@ -922,13 +1016,29 @@ impl Api {
         Err(self.error_answer(response).await)
     }
 
-    async fn json(&self, request: reqwest::RequestBuilder) -> Result<Json, ClientError> {
+    /// Sends `request`; see [`Api::answer`].
+    ///
+    /// # Errors
+    /// No connection, or an error answer.
+    pub(super) async fn send(&self, request: reqwest::RequestBuilder) -> Result<Json, ClientError> {
         let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        self.answer(response).await
+    }
+
+    /// The JSON of a success answer (`null` for an empty one, such as a
+    /// 204), else the error it is.
+    ///
+    /// # Errors
+    /// An error answer, or a body that is not JSON.
+    pub(super) async fn answer(&self, response: reqwest::Response) -> Result<Json, ClientError> {
         if !response.status().is_success() {
             return Err(self.error_answer(response).await);
         }
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Json::Null);
+        }
         serde_json::from_slice(&bytes).map_err(|e| {
             ClientError::Protocol(format!(
                 "the server at {} answered {status} with a body that is not JSON ({e})",
@@ -937,8 +1047,29 @@ impl Api {
         })
     }
 
+    /// An answer as the type the API promises.
+    ///
+    /// # Errors
+    /// [`ClientError::Protocol`] when it is not one.
+    pub(super) fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+        answer: Json,
+    ) -> Result<T, ClientError> {
+        serde_json::from_value(answer.clone()).map_err(|e| {
+            ClientError::Protocol(format!(
+                "the server at {} answered with an unexpected document ({e}): {answer}",
+                self.base
+            ))
+        })
+    }
+
     async fn error_answer(&self, response: reqwest::Response) -> ClientError {
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body: Json = match response.bytes().await {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| json!({ "error": String::from_utf8_lossy(&bytes).trim() })),
@@ -949,8 +1080,18 @@ impl Api {
                 server: self.base.clone(),
                 had_token: self.token.is_some(),
             },
-            StatusCode::UNPROCESSABLE_ENTITY => ClientError::Invalid(body),
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+                ClientError::Invalid(body)
+            }
             StatusCode::NOT_FOUND => ClientError::NotFound(error_message(&body)),
+            StatusCode::CONFLICT | StatusCode::PAYLOAD_TOO_LARGE => {
+                ClientError::Refused(error_message(&body))
+            }
+            StatusCode::TOO_MANY_REQUESTS => ClientError::Busy {
+                server: self.base.clone(),
+                message: error_message(&body),
+                retry_after,
+            },
             _ => ClientError::Status {
                 status,
                 message: error_message(&body),
@@ -958,7 +1099,8 @@ impl Api {
         }
     }
 
-    fn unreachable(&self, e: &reqwest::Error) -> ClientError {
+    /// The error of a request that got no answer.
+    pub(super) fn unreachable(&self, e: &reqwest::Error) -> ClientError {
         ClientError::Unreachable {
             server: self.base.clone(),
             reason: root_cause(e),
@@ -968,7 +1110,7 @@ impl Api {
 
 /// The innermost cause of an error, which says what actually happened
 /// ("connection refused"), in lower case.
-fn root_cause(e: &reqwest::Error) -> String {
+pub(super) fn root_cause(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".into();
     }
@@ -981,8 +1123,8 @@ fn root_cause(e: &reqwest::Error) -> String {
     text.to_lowercase()
 }
 
-/// A run id as one URL path segment.
-fn segment(id: &str) -> String {
+/// A run id (or any name) as one URL path segment.
+pub(super) fn segment(id: &str) -> String {
     id.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

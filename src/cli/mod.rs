@@ -4,12 +4,14 @@
 //!
 //! `run`, `resume`, `runs`, `validate` and `schema` work on an embedded
 //! node; `node` starts a cluster node; `submit`, `status`, `cancel`, `watch`,
-//! `cluster status`, `runs --server` and `models` talk to a node's HTTP API.
+//! `cluster status`, `runs --server`, `models` and `pipelines` talk to a
+//! node's HTTP API.
 
 mod client;
 mod inputs;
 mod models;
 mod output;
+mod pipelines;
 mod run;
 mod source;
 
@@ -26,6 +28,9 @@ use crate::node::config::{NodeArgs, NodeConfig};
 pub const EXIT_OK: u8 = 0;
 /// Exit code: the run failed, or an operation failed.
 pub const EXIT_FAILED: u8 = 1;
+/// Exit code: the node is at its bound (429); the same request may succeed
+/// later (EX_TEMPFAIL).
+pub const EXIT_TEMPFAIL: u8 = 75;
 /// Exit code: invalid workflow, inputs or node configuration (EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
 /// Exit code: the run was cancelled (128 + SIGINT).
@@ -80,6 +85,10 @@ pub enum Command {
     /// Manage a node's model registry: register, alias, list, show, delete.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Serve workflows at request speed: register, list, show, delete and
+    /// invoke a node's pipelines.
+    #[command(subcommand)]
+    Pipelines(pipelines::PipelinesCommand),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -110,6 +119,7 @@ pub fn main() -> ExitCode {
         Command::Watch(args) => runtime().block_on(client::watch(args)),
         Command::Cluster(command) => runtime().block_on(client::cluster(command)),
         Command::Models(command) => runtime().block_on(models::run(command)),
+        Command::Pipelines(command) => runtime().block_on(pipelines::run(command)),
     };
     ExitCode::from(code)
 }

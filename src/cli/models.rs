@@ -17,22 +17,17 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::body::Bytes;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use reqwest::{Method, StatusCode};
-use serde::de::DeserializeOwned;
-use serde_json::{Value as Json, json};
+use reqwest::Method;
+use serde_json::json;
 
-use super::client::ServerArgs;
-use super::{EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
+use super::EXIT_OK;
+use super::client::{Api, ClientError, ServerArgs, root_cause};
 use crate::inference::TensorSpec;
 use crate::registry::{
     Alias, ModelInfo, ModelRef, ModelSummary, ModelVersion, VersionRef, check_alias, check_format,
     check_meta, check_name,
 };
 
-/// Time limit of a request other than an upload.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time limit for connecting to the server.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes handed to the connection at a time during an upload (the progress
 /// bar moves by this much).
 const UPLOAD_CHUNK: usize = 256 * 1024;
@@ -143,17 +138,17 @@ pub(crate) async fn run(command: ModelsCommand) -> u8 {
     };
     match result {
         Ok(()) => EXIT_OK,
-        Err(failure) => failure.report(),
+        Err(e) => e.report(),
     }
 }
 
-async fn register(args: RegisterArgs) -> Result<(), Failure> {
-    check_name(&args.name).map_err(Failure::usage)?;
-    let format = check_format(&args.format).map_err(Failure::usage)?;
+async fn register(args: RegisterArgs) -> Result<(), ClientError> {
+    check_name(&args.name).map_err(ClientError::usage)?;
+    let format = check_format(&args.format).map_err(ClientError::usage)?;
     let meta = parse_meta(&args.meta)?;
     let bytes = std::fs::read(&args.file)
-        .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.file.display())))?;
-    let client = Client::new(&args.server)?;
+        .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", args.file.display())))?;
+    let api = args.server.api()?;
     let mut query: Vec<(&str, String)> = vec![("format", format)];
     query.extend(meta.iter().map(|(k, v)| ("meta", format!("{k}={v}"))));
     let bar = std::io::stderr()
@@ -164,7 +159,7 @@ async fn register(args: RegisterArgs) -> Result<(), Failure> {
         sent: 0,
         bar: bar.clone(),
     });
-    let request = client
+    let request = api
         .request(
             Method::POST,
             &format!("/api/v1/models/{}/versions", args.name),
@@ -172,7 +167,7 @@ async fn register(args: RegisterArgs) -> Result<(), Failure> {
         .query(&query)
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
         .body(body);
-    let answer = client.upload(request).await;
+    let answer = upload(&api, request).await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -181,7 +176,7 @@ async fn register(args: RegisterArgs) -> Result<(), Failure> {
         println!("{answer}");
         return Ok(());
     }
-    let version: ModelVersion = client.parse(answer)?;
+    let version: ModelVersion = api.parse(answer)?;
     eprintln!(
         "registered {}@{} (sha256 {}, {})",
         version.name,
@@ -199,42 +194,40 @@ async fn set_alias(
     version: u32,
     json: bool,
     server: &ServerArgs,
-) -> Result<(), Failure> {
-    check_name(name).map_err(Failure::usage)?;
-    check_alias(alias).map_err(Failure::usage)?;
-    let client = Client::new(server)?;
-    let request = client
-        .request(
-            Method::PUT,
+) -> Result<(), ClientError> {
+    check_name(name).map_err(ClientError::usage)?;
+    check_alias(alias).map_err(ClientError::usage)?;
+    let api = server.api()?;
+    let answer = api
+        .put(
             &format!("/api/v1/models/{name}/aliases/{alias}"),
+            &json!({ "version": version }),
         )
-        .timeout(REQUEST_TIMEOUT)
-        .json(&json!({ "version": version }));
-    let answer = client.send(request).await?;
+        .await?;
     if json {
         println!("{answer}");
         return Ok(());
     }
-    let alias: Alias = client.parse(answer)?;
+    let alias: Alias = api.parse(answer)?;
     println!("{}@{} -> {}", alias.name, alias.alias, alias.version);
     Ok(())
 }
 
-async fn list(json: bool, server: &ServerArgs) -> Result<(), Failure> {
-    let client = Client::new(server)?;
-    let answer = client.get("/api/v1/models").await?;
+async fn list(json: bool, server: &ServerArgs) -> Result<(), ClientError> {
+    let api = server.api()?;
+    let answer = api.get("/api/v1/models").await?;
     if json {
         println!("{answer}");
         return Ok(());
     }
-    let models: Vec<ModelSummary> = client.parse(answer)?;
+    let models: Vec<ModelSummary> = api.parse(answer)?;
     print!("{}", models_table(&models));
     Ok(())
 }
 
-async fn show(text: &str, json: bool, server: &ServerArgs) -> Result<(), Failure> {
-    let reference = ModelRef::parse(text).map_err(Failure::usage)?;
-    let client = Client::new(server)?;
+async fn show(text: &str, json: bool, server: &ServerArgs) -> Result<(), ClientError> {
+    let reference = ModelRef::parse(text).map_err(ClientError::usage)?;
+    let api = server.api()?;
     // `NAME` alone shows the model; `NAME@…` (even `@latest`) one version.
     let whole_model = !text.contains('@');
     let path = if whole_model {
@@ -245,33 +238,29 @@ async fn show(text: &str, json: bool, server: &ServerArgs) -> Result<(), Failure
             reference.name, reference.version
         )
     };
-    let answer = client.get(&path).await?;
+    let answer = api.get(&path).await?;
     if json {
         println!("{answer}");
     } else if whole_model {
-        print!("{}", model_text(&client.parse::<ModelInfo>(answer)?));
+        print!("{}", model_text(&api.parse::<ModelInfo>(answer)?));
     } else {
-        print!("{}", version_text(&client.parse::<ModelVersion>(answer)?));
+        print!("{}", version_text(&api.parse::<ModelVersion>(answer)?));
     }
     Ok(())
 }
 
-async fn delete(reference: &str, json: bool, server: &ServerArgs) -> Result<(), Failure> {
-    let parsed = ModelRef::parse(reference).map_err(Failure::usage)?;
+async fn delete(reference: &str, json: bool, server: &ServerArgs) -> Result<(), ClientError> {
+    let parsed = ModelRef::parse(reference).map_err(ClientError::usage)?;
     let VersionRef::Number(number) = parsed.version else {
-        return Err(Failure::Usage(format!(
+        return Err(ClientError::Usage(format!(
             "delete needs NAME@VERSION with a version number, e.g. {}@1; got \"{reference}\"",
             parsed.name
         )));
     };
-    let client = Client::new(server)?;
-    let request = client
-        .request(
-            Method::DELETE,
-            &format!("/api/v1/models/{}/versions/{number}", parsed.name),
-        )
-        .timeout(REQUEST_TIMEOUT);
-    let answer = client.send(request).await?;
+    let api = server.api()?;
+    let answer = api
+        .delete(&format!("/api/v1/models/{}/versions/{number}", parsed.name))
+        .await?;
     if json {
         println!("{answer}");
     } else {
@@ -282,19 +271,21 @@ async fn delete(reference: &str, json: bool, server: &ServerArgs) -> Result<(), 
 
 /// `--meta K=V` arguments as a map; a repeated key or a pair without `=`
 /// is a usage error.
-fn parse_meta(pairs: &[String]) -> Result<BTreeMap<String, String>, Failure> {
+fn parse_meta(pairs: &[String]) -> Result<BTreeMap<String, String>, ClientError> {
     let mut meta = BTreeMap::new();
     for pair in pairs {
         let Some((key, value)) = pair.split_once('=') else {
-            return Err(Failure::Usage(format!("--meta {pair:?} is not KEY=VALUE")));
+            return Err(ClientError::Usage(format!(
+                "--meta {pair:?} is not KEY=VALUE"
+            )));
         };
         if meta.insert(key.to_owned(), value.to_owned()).is_some() {
-            return Err(Failure::Usage(format!(
+            return Err(ClientError::Usage(format!(
                 "--meta key \"{key}\" is given more than once"
             )));
         }
     }
-    check_meta(&meta).map_err(Failure::Usage)?;
+    check_meta(&meta).map_err(ClientError::Usage)?;
     Ok(meta)
 }
 
@@ -402,7 +393,7 @@ fn aliases_text<'a>(aliases: impl Iterator<Item = (&'a str, u32)>) -> String {
 }
 
 /// Rows with every column but the last padded to its widest cell.
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
+pub(super) fn table<const N: usize>(rows: &[[String; N]]) -> String {
     let widths: Vec<usize> = (0..N)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
@@ -499,174 +490,24 @@ impl http_body::Body for Upload {
     }
 }
 
-// ---- HTTP ------------------------------------------------------------------
-
-/// Why a command failed; [`Failure::report`] prints it.
-#[derive(Debug)]
-enum Failure {
-    /// What the user typed is wrong (exit 78).
-    Usage(String),
-    /// The server said no, or could not be reached (exit 1).
-    Failed(String),
-}
-
-impl Failure {
-    fn usage(e: impl std::fmt::Display) -> Failure {
-        Failure::Usage(e.to_string())
-    }
-
-    fn report(&self) -> u8 {
-        match self {
-            Failure::Usage(message) => {
-                eprintln!("error: {message}");
-                EXIT_CONFIG
-            }
-            Failure::Failed(message) => {
-                eprintln!("error: {message}");
-                EXIT_FAILED
-            }
+/// Sends an upload. The server cuts the connection of an upload it refuses
+/// (too large) before it has all of it, which the client sees as a failed
+/// write: that is said as such, not as an unreachable server.
+async fn upload(
+    api: &Api,
+    request: reqwest::RequestBuilder,
+) -> Result<serde_json::Value, ClientError> {
+    match request.send().await {
+        Ok(response) => api.answer(response).await,
+        Err(e) if e.is_request() && !e.is_connect() && !e.is_timeout() => {
+            Err(ClientError::Refused(format!(
+                "the server at {} cut the upload short: {}; it refuses a model file over its limit (512 MiB by default)",
+                api.base,
+                root_cause(&e)
+            )))
         }
+        Err(e) => Err(api.unreachable(&e)),
     }
-}
-
-/// A connection to one node's API (as the other client commands make it).
-#[derive(Debug)]
-struct Client {
-    /// `http(s)://host:port`, without a trailing slash.
-    base: String,
-    token: Option<String>,
-    http: reqwest::Client,
-}
-
-impl Client {
-    fn new(server: &ServerArgs) -> Result<Client, Failure> {
-        let given = server.server.trim().trim_end_matches('/');
-        let base = if given.contains("://") {
-            given.to_owned()
-        } else {
-            format!("http://{given}")
-        };
-        let valid = reqwest::Url::parse(&base)
-            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
-        if !valid {
-            return Err(Failure::Failed(format!(
-                "{given:?} is not a server URL; expected e.g. http://127.0.0.1:8080 (--server or SYMPHONY_SERVER)"
-            )));
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(|e| Failure::Failed(format!("cannot start an HTTP client: {e}")))?;
-        Ok(Client {
-            base,
-            token: server
-                .token
-                .as_deref()
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned),
-            http,
-        })
-    }
-
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, format!("{}{path}", self.base));
-        match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Result<Json, Failure> {
-        self.send(self.request(Method::GET, path).timeout(REQUEST_TIMEOUT))
-            .await
-    }
-
-    /// Sends `request`; see [`Client::answer`].
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Json, Failure> {
-        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
-        self.answer(response).await
-    }
-
-    /// The answer's JSON on success, the server's error message otherwise
-    /// (400 and 422 are the user's mistake: exit 78).
-    async fn answer(&self, response: reqwest::Response) -> Result<Json, Failure> {
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
-        let body: Json = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| json!({ "error": String::from_utf8_lossy(&bytes).trim() }));
-        if status.is_success() {
-            return Ok(body);
-        }
-        let message = body
-            .get("error")
-            .and_then(Json::as_str)
-            .map_or_else(|| body.to_string(), str::to_owned);
-        Err(match status {
-            StatusCode::UNAUTHORIZED if self.token.is_some() => Failure::Failed(format!(
-                "the server at {} refused the API token (check --token or SYMPHONY_TOKEN)",
-                self.base
-            )),
-            StatusCode::UNAUTHORIZED => Failure::Failed(format!(
-                "the server at {} requires an API token; give it with --token or SYMPHONY_TOKEN",
-                self.base
-            )),
-            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => Failure::Usage(message),
-            StatusCode::NOT_FOUND | StatusCode::CONFLICT | StatusCode::PAYLOAD_TOO_LARGE => {
-                Failure::Failed(message)
-            }
-            other => Failure::Failed(format!("the server answered {other}: {message}")),
-        })
-    }
-
-    /// [`Client::send`] for an upload: the server cuts the connection of an
-    /// upload it refuses (too large) before it has all of it, which the
-    /// client sees as a failed write.
-    async fn upload(&self, request: reqwest::RequestBuilder) -> Result<Json, Failure> {
-        match request.send().await {
-            Ok(response) => self.answer(response).await,
-            Err(e) if e.is_request() && !e.is_connect() && !e.is_timeout() => {
-                Err(Failure::Failed(format!(
-                    "the server at {} cut the upload short: {}; it refuses a model file over its limit (512 MiB by default)",
-                    self.base,
-                    root_cause(&e)
-                )))
-            }
-            Err(e) => Err(self.unreachable(&e)),
-        }
-    }
-
-    fn unreachable(&self, e: &reqwest::Error) -> Failure {
-        Failure::Failed(format!(
-            "cannot reach the server at {}: {} (is `symphony node` running there? set --server or SYMPHONY_SERVER)",
-            self.base,
-            root_cause(e)
-        ))
-    }
-
-    /// An answer as the type the API promises.
-    fn parse<T: DeserializeOwned>(&self, answer: Json) -> Result<T, Failure> {
-        serde_json::from_value(answer.clone()).map_err(|e| {
-            Failure::Failed(format!(
-                "the server at {} answered with an unexpected document ({e}): {answer}",
-                self.base
-            ))
-        })
-    }
-}
-
-/// The innermost cause of an error ("connection refused"), in lower case.
-fn root_cause(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "timed out".into();
-    }
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    let text = cause.to_string();
-    let text = text.split(" (os error").next().unwrap_or(&text);
-    text.to_lowercase()
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 //! | `cookie_file` | `--cookie-file` | `SYMPHONY_COOKIE_FILE` | none |
 //! | `labels` | `--label K=V` (repeatable) | `SYMPHONY_LABELS` (`k=v,k=v`) | none |
 //! | `slots` | `--slots` | `SYMPHONY_SLOTS` | 256 |
+//! | `max_invocations` | `--max-invocations` | `SYMPHONY_MAX_INVOCATIONS` | 1024 |
 //! | `data_dir` | `--data-dir` | `SYMPHONY_DATA_DIR` | `.symphony` |
 //! | `http` | `--http` | `SYMPHONY_HTTP` | `127.0.0.1:8080` |
 //! | `api_token` | `--api-token` | `SYMPHONY_API_TOKEN` | none |
@@ -49,6 +50,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 /// Default number of attempts a node runs at once.
 pub const DEFAULT_SLOTS: usize = 256;
+/// Default number of pipeline invocations a node runs at once.
+pub const DEFAULT_MAX_INVOCATIONS: usize = 1024;
 /// Default data dir, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = ".symphony";
 /// Name used when the host name cannot be read.
@@ -64,6 +67,7 @@ const KEYS: &[&str] = &[
     "cookie_file",
     "labels",
     "slots",
+    "max_invocations",
     "data_dir",
     "http",
     "api_token",
@@ -90,6 +94,7 @@ const SYNONYMS: &[(&str, &str)] = &[
     ("tags", "labels"),
     ("workers", "slots"),
     ("concurrency", "slots"),
+    ("max_in_flight", "max_invocations"),
     ("dir", "data_dir"),
     ("data", "data_dir"),
     ("api", "http"),
@@ -151,6 +156,9 @@ pub struct NodeConfig {
     pub labels: BTreeMap<String, String>,
     /// Attempts the node executes at once. Default 256; at least 1.
     pub slots: usize,
+    /// Pipeline invocations in flight on the node at once, over all
+    /// pipelines; more are refused with 429. Default 1024; at least 1.
+    pub max_invocations: usize,
     /// Where the node keeps its journals and run summaries. Default
     /// `.symphony`.
     pub data_dir: PathBuf,
@@ -183,6 +191,7 @@ impl Default for NodeConfig {
             cookie_file: None,
             labels: BTreeMap::new(),
             slots: DEFAULT_SLOTS,
+            max_invocations: DEFAULT_MAX_INVOCATIONS,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             pipelines: None,
             http: DEFAULT_HTTP.parse().expect("default http address"),
@@ -206,6 +215,7 @@ impl fmt::Debug for NodeConfig {
             .field("cookie_file", &self.cookie_file)
             .field("labels", &self.labels)
             .field("slots", &self.slots)
+            .field("max_invocations", &self.max_invocations)
             .field("data_dir", &self.data_dir)
             .field("pipelines", &self.pipelines)
             .field("http", &self.http)
@@ -272,6 +282,10 @@ pub struct NodeArgs {
     /// Attempts executed at once [default: 256].
     #[arg(long, value_name = "N")]
     pub slots: Option<String>,
+    /// Pipeline invocations in flight at once; more are refused (429)
+    /// [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_invocations: Option<String>,
     /// Where journals and run summaries live [default: .symphony].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -341,7 +355,7 @@ impl NodeConfig {
     }
 
     /// Checks the rules between options: heartbeat durations in order,
-    /// at least one slot, a cookie for a node that can be reached from other
+    /// at least one slot and one invocation, a cookie for a node that can be reached from other
     /// machines or joins seeds, a token for an API reachable from other
     /// machines, well-formed seeds and name. Reads the cookie and token
     /// files when only those are set.
@@ -434,6 +448,7 @@ impl NodeConfig {
             cookie_file: &'a Option<PathBuf>,
             labels: &'a BTreeMap<String, String>,
             slots: usize,
+            max_invocations: usize,
             data_dir: &'a Path,
             pipelines: &'a Option<PathBuf>,
             http: String,
@@ -453,6 +468,7 @@ impl NodeConfig {
             cookie_file: &self.cookie_file,
             labels: &self.labels,
             slots: self.slots,
+            max_invocations: self.max_invocations,
             data_dir: &self.data_dir,
             pipelines: &self.pipelines,
             http: self.http.to_string(),
@@ -542,6 +558,9 @@ impl NodeConfig {
         if self.slots == 0 {
             problems.push("slots: must be at least 1".into());
         }
+        if self.max_invocations == 0 {
+            problems.push("max_invocations: must be at least 1".into());
+        }
         if self.data_dir.as_os_str().is_empty() {
             problems.push("data_dir: must not be empty".into());
         }
@@ -606,6 +625,7 @@ struct Layer {
     cookie: Option<Secret>,
     labels: Option<BTreeMap<String, String>>,
     slots: Option<usize>,
+    max_invocations: Option<usize>,
     data_dir: Option<PathBuf>,
     pipelines: Option<PathBuf>,
     http: Option<SocketAddr>,
@@ -632,6 +652,7 @@ impl Layer {
         }
         set(&mut config.labels, self.labels);
         set(&mut config.slots, self.slots);
+        set(&mut config.max_invocations, self.max_invocations);
         set(&mut config.data_dir, self.data_dir);
         if self.pipelines.is_some() {
             config.pipelines = self.pipelines;
@@ -738,7 +759,8 @@ fn file_layer(path: &Path, problems: &mut Vec<String>) -> Layer {
             "cookie" => cookie = file.string(key, value),
             "cookie_file" => cookie_file = file.string(key, value).map(PathBuf::from),
             "labels" => layer.labels = file.labels(key, value),
-            "slots" => layer.slots = file.slots(key, value),
+            "slots" => layer.slots = file.count(key, value),
+            "max_invocations" => layer.max_invocations = file.count(key, value),
             "data_dir" => layer.data_dir = file.string(key, value).map(PathBuf::from),
             "pipelines" => layer.pipelines = file.string(key, value).map(PathBuf::from),
             "http" => layer.http = file.parsed(key, value, parse_socket_addr),
@@ -869,7 +891,7 @@ impl FileReader<'_> {
         Some(out)
     }
 
-    fn slots(&mut self, key: &str, value: &Yaml) -> Option<usize> {
+    fn count(&mut self, key: &str, value: &Yaml) -> Option<usize> {
         match value.as_u64().and_then(|n| usize::try_from(n).ok()) {
             Some(n) => Some(n),
             None => {
@@ -982,6 +1004,8 @@ pub mod env {
     pub const LABELS: &str = "SYMPHONY_LABELS";
     /// `slots`.
     pub const SLOTS: &str = "SYMPHONY_SLOTS";
+    /// `max_invocations`.
+    pub const MAX_INVOCATIONS: &str = "SYMPHONY_MAX_INVOCATIONS";
     /// `data_dir`.
     pub const DATA_DIR: &str = "SYMPHONY_DATA_DIR";
     /// `pipelines`.
@@ -1011,6 +1035,7 @@ pub mod env {
         COOKIE_FILE,
         LABELS,
         SLOTS,
+        MAX_INVOCATIONS,
         DATA_DIR,
         HTTP,
         API_TOKEN,
@@ -1039,7 +1064,13 @@ fn env_layer(get: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -
             p,
         ),
         labels: parsed(env::LABELS, var(env::LABELS), parse_labels, p),
-        slots: parsed(env::SLOTS, var(env::SLOTS), parse_slots, p),
+        slots: parsed(env::SLOTS, var(env::SLOTS), parse_count, p),
+        max_invocations: parsed(
+            env::MAX_INVOCATIONS,
+            var(env::MAX_INVOCATIONS),
+            parse_count,
+            p,
+        ),
         data_dir: var(env::DATA_DIR).map(PathBuf::from),
         pipelines: var(env::PIPELINES).map(PathBuf::from),
         http: parsed(env::HTTP, var(env::HTTP), parse_socket_addr, p),
@@ -1113,7 +1144,13 @@ fn flag_layer(args: &NodeArgs, problems: &mut Vec<String>) -> Layer {
             p,
         ),
         labels: (!args.labels.is_empty()).then_some(labels),
-        slots: parsed("--slots", args.slots.clone(), parse_slots, p),
+        slots: parsed("--slots", args.slots.clone(), parse_count, p),
+        max_invocations: parsed(
+            "--max-invocations",
+            args.max_invocations.clone(),
+            parse_count,
+            p,
+        ),
         data_dir: args.data_dir.clone(),
         pipelines: args.pipelines.clone(),
         http: parsed("--http", args.http.clone(), parse_socket_addr, p),
@@ -1150,7 +1187,7 @@ fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
     })
 }
 
-fn parse_slots(text: &str) -> Result<usize, String> {
+fn parse_count(text: &str) -> Result<usize, String> {
     text.trim()
         .parse()
         .map_err(|_| format!("{text:?} is not a whole number"))
@@ -1289,6 +1326,58 @@ mod tests {
         assert_eq!(closest("data-dir", KEYS), Some("data_dir"));
         assert_eq!(closest("intervall", HEARTBEAT_KEYS), Some("interval"));
         assert_eq!(closest("zzzzzz", KEYS), None);
+    }
+
+    #[test]
+    fn max_invocations_is_set_in_every_layer_like_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.yaml");
+        std::fs::write(&file, "max_invocations: 10\n").unwrap();
+        let with_file = NodeArgs {
+            config: Some(file),
+            ..NodeArgs::default()
+        };
+        let env = |value: &'static str| {
+            move |key: &str| (key == env::MAX_INVOCATIONS).then(|| value.to_owned())
+        };
+        let none = |_: &str| None;
+
+        let c = NodeConfig::load_with_env(&NodeArgs::default(), none).unwrap();
+        assert_eq!(c.max_invocations, DEFAULT_MAX_INVOCATIONS);
+        assert_eq!(c.max_invocations, 1024);
+        let c = NodeConfig::load_with_env(&with_file, none).unwrap();
+        assert_eq!(c.max_invocations, 10);
+        let c = NodeConfig::load_with_env(&with_file, env("20")).unwrap();
+        assert_eq!(c.max_invocations, 20);
+        let flagged = NodeArgs {
+            max_invocations: Some("30".into()),
+            ..with_file.clone()
+        };
+        let c = NodeConfig::load_with_env(&flagged, env("20")).unwrap();
+        assert_eq!(c.max_invocations, 30);
+        assert!(
+            c.to_redacted_yaml().contains("max_invocations: 30"),
+            "{}",
+            c.to_redacted_yaml()
+        );
+
+        let zero = NodeArgs {
+            max_invocations: Some("0".into()),
+            ..NodeArgs::default()
+        };
+        let problems = NodeConfig::load_with_env(&zero, env("many"))
+            .unwrap_err()
+            .problems()
+            .to_vec();
+        assert_eq!(
+            problems,
+            vec![
+                "SYMPHONY_MAX_INVOCATIONS: \"many\" is not a whole number".to_owned(),
+                "max_invocations: must be at least 1".to_owned(),
+            ]
+        );
+        assert_eq!(closest("max_in_flight", KEYS), Some("max_invocations"));
+        assert!(env::ALL.contains(&env::MAX_INVOCATIONS));
     }
 
     #[test]

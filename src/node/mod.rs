@@ -90,7 +90,9 @@ pub async fn run(config: NodeConfig) -> Result<(), String> {
         http = %config.http,
         "Node started."
     );
-    let pipelines = Pipelines::new(PipelineConfig::default());
+    let pipelines = Pipelines::new(PipelineConfig {
+        max_in_flight: config.max_invocations,
+    });
     if let Some(dir) = &config.pipelines {
         let names = pipelines
             .register_dir(dir, &executors)
