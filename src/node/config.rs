@@ -1037,6 +1037,7 @@ pub mod env {
         SLOTS,
         MAX_INVOCATIONS,
         DATA_DIR,
+        PIPELINES,
         HTTP,
         API_TOKEN,
         API_TOKEN_FILE,
