@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
-use super::runs::{SubmitRequest, invalid_workflow, read_body, sources};
+use super::runs::{invalid_workflow, read_body, submitted};
 use crate::serving::{InvokeError, Pipeline, pipelines::RegisterError};
 use crate::value::{DType, Map, Tensor, Value};
 
@@ -42,7 +42,7 @@ pub(crate) async fn show(
         .state
         .pipelines
         .get(&name)
-        .ok_or_else(|| ApiError::not_found(format!("no pipeline named \"{name}\"")))?;
+        .ok_or_else(|| invoke_error(InvokeError::Unknown(name)))?;
     Ok(Json(describe(&pipeline)).into_response())
 }
 
@@ -52,10 +52,7 @@ pub(crate) async fn register(
     State(shared): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = read_body(body, shared.state.max_body_bytes)?;
-    let request: SubmitRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
-    let sources = sources(&request)?;
+    let (_, sources) = submitted(body, shared.state.max_body_bytes)?;
     let (pipelines, executors) = (
         shared.state.pipelines.clone(),
         shared.state.executors.clone(),
@@ -78,7 +75,7 @@ pub(crate) async fn remove(
     if shared.state.pipelines.remove(&name) {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError::not_found(format!("no pipeline named \"{name}\"")))
+        Err(invoke_error(InvokeError::Unknown(name)))
     }
 }
 

@@ -50,10 +50,7 @@ pub(crate) async fn submit(
     State(shared): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = read_body(body, shared.state.max_body_bytes)?;
-    let request: SubmitRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
-    let sources = sources(&request)?;
+    let (request, sources) = submitted(body, shared.state.max_body_bytes)?;
     let given = request.inputs.unwrap_or_default();
     let executors = shared.state.executors.clone();
     // Compiling is CPU work proportional to the (up to max_body_bytes) text.
@@ -102,8 +99,21 @@ pub(super) fn read_body(
     })
 }
 
+/// A workflow request body (`POST /api/v1/runs`, `POST /api/v1/pipelines`)
+/// read within `limit` bytes, parsed, and its files gathered.
+pub(super) fn submitted(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<(SubmitRequest, Sources), ApiError> {
+    let body = read_body(body, limit)?;
+    let request: SubmitRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    let sources = sources(&request)?;
+    Ok((request, sources))
+}
+
 /// The request's files, the main one last so it is the one compiled.
-pub(super) fn sources(request: &SubmitRequest) -> Result<Sources, ApiError> {
+fn sources(request: &SubmitRequest) -> Result<Sources, ApiError> {
     let name = request.name.as_deref().unwrap_or(DEFAULT_NAME);
     if name.trim().is_empty() {
         return Err(ApiError::bad_request("\"name\" must not be empty"));
