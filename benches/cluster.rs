@@ -111,6 +111,8 @@ async fn owner() -> (Engine, Cluster, Executors, String) {
             labels: BTreeMap::from([("role".into(), "owner".into())]),
             slots: 256,
             times: HeartbeatTimes::default(),
+            registry: None,
+            corrupt_chunks: 0,
         },
         engine.clone(),
     )

@@ -28,6 +28,7 @@ fn alone() -> ClusterView {
             load: 0,
             rtt_ms: None,
             last_seen_ms: 0,
+            artifacts: Vec::new(),
         },
         true,
     )

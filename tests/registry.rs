@@ -453,6 +453,7 @@ async fn serve(max_body_bytes: usize, max_model_bytes: usize) -> String {
             load: 0,
             rtt_ms: None,
             last_seen_ms: 0,
+            artifacts: Vec::new(),
         },
         true,
     );

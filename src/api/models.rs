@@ -252,13 +252,13 @@ fn reference((name, version): (String, String)) -> Result<ModelRef, ApiError> {
 }
 
 /// A path's parameters, or 400 (e.g. percent-encoding that is not UTF-8).
-fn params<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+pub(crate) fn params<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     path.map(|Path(p)| p)
         .map_err(|e| ApiError::bad_request(e.body_text().to_lowercase()))
 }
 
 /// Runs registry work on a blocking thread.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -277,7 +277,8 @@ pub(crate) fn registry_error(e: RegistryError) -> ApiError {
         | E::Format(_)
         | E::Meta(_)
         | E::EmptyArtifact
-        | E::BadChecksum(_) => StatusCode::BAD_REQUEST,
+        | E::BadChecksum(_)
+        | E::InvalidDeployment(_) => StatusCode::BAD_REQUEST,
         E::UnknownModel(_)
         | E::UnknownVersion { .. }
         | E::DeletedVersion { .. }
@@ -285,13 +286,22 @@ pub(crate) fn registry_error(e: RegistryError) -> ApiError {
         | E::UnknownAlias { .. }
         | E::AliasToDeleted { .. }
         | E::AliasTargetUnknown { .. }
-        | E::ArtifactMissing(_) => StatusCode::NOT_FOUND,
-        E::Aliased { .. } | E::Deployed { .. } | E::NumbersExhausted(_) => StatusCode::CONFLICT,
+        | E::ArtifactMissing(_)
+        | E::UnknownVersionId { .. }
+        | E::NotDeployed(_) => StatusCode::NOT_FOUND,
+        E::Aliased { .. }
+        | E::Deployed { .. }
+        | E::NumbersExhausted(_)
+        | E::NoPreviousDeployment(_) => StatusCode::CONFLICT,
         E::CorruptArtifact { .. } | E::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut error = ApiError::new(status, e.to_string());
     match e {
-        E::UnknownModel(name) | E::NoVersions(name) | E::NumbersExhausted(name) => {
+        E::UnknownModel(name)
+        | E::NoVersions(name)
+        | E::NumbersExhausted(name)
+        | E::NotDeployed(name)
+        | E::NoPreviousDeployment(name) => {
             error = error.with("model", name);
         }
         E::UnknownVersion { name, version }

@@ -76,6 +76,31 @@ pub enum ModelsCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Deploy NAME@REF on N replicas across the cluster, optionally with a
+    /// canary taking a percent of the requests.
+    Deploy(DeployArgs),
+    /// Return a model to its previous deployment.
+    Rollback {
+        /// The model.
+        name: String,
+        /// Print one JSON document on stdout and nothing else there.
+        #[arg(long)]
+        json: bool,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Undeploy a model: its replicas stop everywhere.
+    Undeploy {
+        /// The model.
+        name: String,
+        /// Print one JSON document on stdout and nothing else there.
+        #[arg(long)]
+        json: bool,
+        /// The server.
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Delete a version; refused while an alias points at it or it is
     /// deployed.
     Delete {
@@ -113,6 +138,38 @@ pub struct RegisterArgs {
     pub server: ServerArgs,
 }
 
+/// Arguments of `symphony models deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// NAME@REF: the version to deploy (a number, an alias or latest).
+    #[arg(value_name = "NAME@REF")]
+    pub reference: String,
+    /// Replicas, each on its own node.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub replicas: u32,
+    /// Most requests a replica runs as one batch.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_batch: Option<u32>,
+    /// Longest an idle replica waits for more requests (e.g. 5ms).
+    #[arg(long, value_name = "DURATION")]
+    pub max_wait: Option<String>,
+    /// A canary: NAME@REF2, another version of the same model.
+    #[arg(long, value_name = "NAME@REF2", requires = "percent")]
+    pub canary: Option<String>,
+    /// Percent of the requests the canary takes, 0 to 100.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100), requires = "canary")]
+    pub percent: Option<u8>,
+    /// A label a node must carry to hold a replica, K=V (repeatable).
+    #[arg(long = "placement", value_name = "K=V")]
+    pub placement: Vec<String>,
+    /// Print one JSON document on stdout and nothing else there.
+    #[arg(long)]
+    pub json: bool,
+    /// The server.
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
 /// Runs a `symphony models` command; returns the exit code.
 pub(crate) async fn run(command: ModelsCommand) -> u8 {
     let result = match command {
@@ -135,6 +192,13 @@ pub(crate) async fn run(command: ModelsCommand) -> u8 {
             json,
             server,
         } => delete(&reference, json, &server).await,
+        ModelsCommand::Deploy(args) => deploy(args).await,
+        ModelsCommand::Rollback { name, json, server } => {
+            deployment_write(&name, "rollback", json, &server).await
+        }
+        ModelsCommand::Undeploy { name, json, server } => {
+            deployment_write(&name, "undeploy", json, &server).await
+        }
     };
     match result {
         Ok(()) => EXIT_OK,
@@ -242,7 +306,12 @@ async fn show(text: &str, json: bool, server: &ServerArgs) -> Result<(), ClientE
     if json {
         println!("{answer}");
     } else if whole_model {
-        print!("{}", model_text(&api.parse::<ModelInfo>(answer)?));
+        let info = api.parse::<ModelInfo>(answer)?;
+        print!("{}", model_text(&info));
+        if info.deployment.is_some() {
+            let path = format!("/api/v1/models/{}/deployment", reference.name);
+            print!("{}", deployment_text(&api.get(&path).await?));
+        }
     } else {
         print!("{}", version_text(&api.parse::<ModelVersion>(answer)?));
     }
@@ -267,6 +336,133 @@ async fn delete(reference: &str, json: bool, server: &ServerArgs) -> Result<(), 
         println!("deleted {}@{number}", parsed.name);
     }
     Ok(())
+}
+
+async fn deploy(args: DeployArgs) -> Result<(), ClientError> {
+    let reference = ModelRef::parse(&args.reference).map_err(ClientError::usage)?;
+    let mut body = json!({
+        "version": reference.version.to_string(),
+        "replicas": args.replicas,
+    });
+    if let Some(b) = args.max_batch {
+        body["max_batch"] = json!(b);
+    }
+    if let Some(wait) = &args.max_wait {
+        humantime::parse_duration(wait).map_err(|e| {
+            ClientError::Usage(format!(
+                "--max-wait \"{wait}\" is not a duration such as 5ms: {e}"
+            ))
+        })?;
+        body["max_wait"] = json!(wait);
+    }
+    if let Some(canary) = &args.canary {
+        let parsed = ModelRef::parse(canary).map_err(ClientError::usage)?;
+        if parsed.name != reference.name {
+            return Err(ClientError::Usage(format!(
+                "the canary {canary} is a version of model \"{}\", not of \"{}\"",
+                parsed.name, reference.name
+            )));
+        }
+        body["canary"] = json!(canary);
+        body["percent"] = json!(args.percent);
+    }
+    let mut placement = serde_json::Map::new();
+    for pair in &args.placement {
+        let Some((k, v)) = pair
+            .split_once('=')
+            .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+        else {
+            return Err(ClientError::Usage(format!(
+                "--placement {pair:?} is not KEY=VALUE"
+            )));
+        };
+        placement.insert(k.to_owned(), json!(v));
+    }
+    body["placement"] = serde_json::Value::Object(placement);
+    let api = args.server.api()?;
+    let answer = api
+        .put(
+            &format!("/api/v1/models/{}/deployment", reference.name),
+            &body,
+        )
+        .await?;
+    if args.json {
+        println!("{answer}");
+    } else {
+        print!("{}", deployment_text(&answer));
+    }
+    Ok(())
+}
+
+/// `rollback` or `undeploy` of `name`.
+async fn deployment_write(
+    name: &str,
+    what: &str,
+    json: bool,
+    server: &ServerArgs,
+) -> Result<(), ClientError> {
+    check_name(name).map_err(ClientError::usage)?;
+    let api = server.api()?;
+    let answer = if what == "rollback" {
+        api.post(&format!("/api/v1/models/{name}/rollback"), &json!({}))
+            .await?
+    } else {
+        api.delete(&format!("/api/v1/models/{name}/deployment"))
+            .await?
+    };
+    if json {
+        println!("{answer}");
+    } else {
+        print!("{}", deployment_text(&answer));
+    }
+    Ok(())
+}
+
+/// A deployment (the server's JSON) as text.
+fn deployment_text(d: &serde_json::Value) -> String {
+    let name = d["name"].as_str().unwrap_or_default();
+    if d["deployed"] != json!(true) {
+        return format!("{name}: not deployed (generation {})\n", d["generation"]);
+    }
+    let line = |role: &str, v: &serde_json::Value| {
+        let nodes: Vec<&str> = v["nodes"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|n| n.as_str()).collect())
+            .unwrap_or_default();
+        let version = v["version"].as_u64().unwrap_or_default();
+        let requests = d["requests"][version.to_string()].as_u64().unwrap_or(0);
+        format!(
+            "  {role:<8} {name}@{version}  {}%  on {}  ({requests} requests routed here)\n",
+            v["percent"],
+            if nodes.is_empty() {
+                "-".to_owned()
+            } else {
+                nodes.join(", ")
+            }
+        )
+    };
+    let mut out = format!(
+        "{name}: deployed (generation {}), {} replicas, max batch {}, max wait {} ms\n",
+        d["generation"], d["replicas"], d["max_batch"], d["max_wait_ms"]
+    );
+    out.push_str(&line("primary", &d["primary"]));
+    if d["canary"].is_object() {
+        out.push_str(&line("canary", &d["canary"]));
+    }
+    if let Some(labels) = d["placement"].as_object().filter(|m| !m.is_empty()) {
+        let text: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect();
+        out.push_str(&format!("  placement {}\n", text.join(",")));
+    }
+    if d["unplaced"].as_u64().unwrap_or(0) > 0 {
+        out.push_str(&format!(
+            "  {} replicas unplaced: not enough nodes qualify\n",
+            d["unplaced"]
+        ));
+    }
+    out
 }
 
 /// `--meta K=V` arguments as a map; a repeated key or a pair without `=`

@@ -18,12 +18,16 @@ use tracing::{debug, warn};
 
 use super::blob::{Blobs, ChunkBytes, ChunkRequest, Payload};
 use super::manager::ManagerMsg;
-use super::wire::{Assigned, Delivered, Finished, Heartbeat, Homeward, StopAttempt, Wire};
+use super::models::{ClusterRegistry, ManifestReply, ManifestRequest};
+use super::wire::{
+    Assigned, Delivered, Finished, Heartbeat, Homeward, InferRequest, Inferred, StopAttempt, Wire,
+};
 use crate::engine::attempt::AttemptMsg;
 use crate::engine::remote::Assignment;
 use crate::engine::retry::OVERLOADED;
 use crate::engine::{Engine, TaskKey};
 use crate::executor::TaskError;
+use crate::registry::Record;
 
 /// Process group of every node agent.
 pub const AGENTS: &str = "symphony.agents";
@@ -62,6 +66,17 @@ pub enum AgentMsg {
     /// Part of a blob this node holds.
     #[rpc]
     Fetch(Wire<ChunkRequest>, RpcReplyPort<ChunkBytes>),
+    /// A peer's model registry records, to merge (its digest differed).
+    RegistrySync(Wire<Vec<Record>>),
+    /// The manifest of a model artifact this node holds.
+    #[rpc]
+    ArtifactManifest(Wire<ManifestRequest>, RpcReplyPort<ManifestReply>),
+    /// Part of a model artifact this node holds (`hash` is its SHA-256).
+    #[rpc]
+    ArtifactChunk(Wire<ChunkRequest>, RpcReplyPort<ChunkBytes>),
+    /// Run a model request on this node's replica of a deployed version.
+    #[rpc]
+    Infer(Wire<InferRequest>, RpcReplyPort<Wire<Inferred>>),
 }
 
 impl std::fmt::Debug for AgentMsg {
@@ -75,6 +90,10 @@ impl std::fmt::Debug for AgentMsg {
             AgentMsg::Home(_) => "Home",
             AgentMsg::Fetch(..) => "Fetch",
             AgentMsg::Ack(_) => "Ack",
+            AgentMsg::RegistrySync(_) => "RegistrySync",
+            AgentMsg::ArtifactManifest(..) => "ArtifactManifest",
+            AgentMsg::ArtifactChunk(..) => "ArtifactChunk",
+            AgentMsg::Infer(..) => "Infer",
         })
     }
 }
@@ -91,7 +110,27 @@ pub struct AgentArgs {
     pub max_accepted: usize,
     /// The node's blob cache.
     pub blobs: Arc<Blobs>,
+    /// The node's model registry, as the cluster sees it (`None`: the node
+    /// takes no part in registry sync and serves no artifacts).
+    pub models: Option<Arc<ClusterRegistry>>,
+    /// Where requests for this node's model replicas go; empty until the
+    /// node serves models.
+    pub replicas: ReplicaSlot,
 }
+
+/// Runs model requests from peers on this node's replicas.
+pub trait ReplicaHost: Send + Sync + std::fmt::Debug {
+    /// Runs `request` on this node's replica of its version (loading it if
+    /// needed), without routing it further.
+    fn infer(
+        &self,
+        request: InferRequest,
+    ) -> futures::future::BoxFuture<'static, Result<crate::value::Value, TaskError>>;
+}
+
+/// Where the agent finds the node's [`ReplicaHost`], set once the node
+/// serves models.
+pub type ReplicaSlot = Arc<std::sync::OnceLock<Arc<dyn ReplicaHost>>>;
 
 /// The agent actor; its state is [`AgentState`].
 #[derive(Debug)]
@@ -108,6 +147,8 @@ pub struct AgentState {
     /// Accepted but not yet spawned (spawning awaits).
     starting: usize,
     blobs: Arc<Blobs>,
+    models: Option<Arc<ClusterRegistry>>,
+    replicas: ReplicaSlot,
     /// Results sent home and not yet acknowledged, by delivery number:
     /// sent again whenever their owner is heard (a frozen or cut-off owner,
     /// or a link that died under them, loses nothing).
@@ -115,6 +156,8 @@ pub struct AgentState {
     next_delivery: u64,
 }
 
+/// The answer of a node without a model registry to an artifact request.
+const NO_REGISTRY: &str = "this node has no model registry";
 /// Most results kept unacknowledged.
 const OUTBOX_MAX: usize = 10_000;
 /// How long a result waits for its owner.
@@ -142,6 +185,8 @@ impl Actor for NodeAgent {
             running: HashMap::new(),
             starting: 0,
             blobs: args.blobs,
+            models: args.models,
+            replicas: args.replicas,
             unacked: BTreeMap::new(),
             next_delivery: 0,
         })
@@ -163,6 +208,9 @@ impl Actor for NodeAgent {
                     })));
                 }
                 state.resend(&ping.from);
+                if let Some(models) = &state.models {
+                    models.heard(&ping);
+                }
                 let _ = state.manager.cast(ManagerMsg::Heard(ping, None));
             }
             AgentMsg::Pong(Wire(Ok(pong))) => {
@@ -215,7 +263,38 @@ impl Actor for NodeAgent {
             | AgentMsg::Assign(Wire(Err(_)))
             | AgentMsg::Finished(Wire(Err(_)))
             | AgentMsg::Stop(Wire(Err(_)))
-            | AgentMsg::Home(Wire(Err(_))) => {}
+            | AgentMsg::Home(Wire(Err(_)))
+            | AgentMsg::RegistrySync(Wire(Err(_))) => {}
+            AgentMsg::RegistrySync(Wire(Ok(records))) => {
+                if let Some(models) = &state.models {
+                    models.merge(records);
+                }
+            }
+            AgentMsg::ArtifactManifest(Wire(req), reply) => match &state.models {
+                // Reading and hashing a large artifact must not hold up
+                // the agent.
+                Some(models) => {
+                    let models = Arc::clone(models);
+                    tokio::spawn(async move {
+                        let _ = reply.send(models.manifest(req).await);
+                    });
+                }
+                None => {
+                    let _ = reply.send(Wire::new(Err(NO_REGISTRY.to_owned())));
+                }
+            },
+            AgentMsg::Infer(Wire(request), reply) => state.infer(request, reply),
+            AgentMsg::ArtifactChunk(Wire(req), reply) => match &state.models {
+                Some(models) => {
+                    let models = Arc::clone(models);
+                    tokio::spawn(async move {
+                        let _ = reply.send(models.chunk(req).await);
+                    });
+                }
+                None => {
+                    let _ = reply.send(ChunkBytes(Err(NO_REGISTRY.to_owned())));
+                }
+            },
         }
         Ok(())
     }
@@ -256,6 +335,32 @@ impl Actor for NodeAgent {
 }
 
 impl AgentState {
+    /// Hands a peer's model request to this node's replica on a task of
+    /// its own (a batch or a model load must not hold up the agent), which
+    /// replies.
+    fn infer(&self, request: Result<InferRequest, String>, reply: RpcReplyPort<Wire<Inferred>>) {
+        let host = self.replicas.get().cloned();
+        match (request, host) {
+            (Ok(request), Some(host)) => {
+                tokio::spawn(async move {
+                    let result = host.infer(request).await;
+                    let _ = reply.send(Wire::new(Inferred { result }));
+                });
+            }
+            (Ok(_), None) => {
+                let result = Err(TaskError::retryable(
+                    "replica",
+                    format!("node {} serves no models", self.engine.node()),
+                ));
+                let _ = reply.send(Wire::new(Inferred { result }));
+            }
+            (Err(e), _) => {
+                let result = Err(TaskError::fatal("wire", e));
+                let _ = reply.send(Wire::new(Inferred { result }));
+            }
+        }
+    }
+
     /// Sends a result to the agent of the run's owner, keeping it until the
     /// owner acknowledges it.
     fn send_home(&mut self, owner: String, mut finished: Finished) {
@@ -361,6 +466,8 @@ impl AgentState {
             labels: Vec::new(),
             slots: 0,
             load: self.engine.load() + self.running.len() as u32,
+            registry_digest: 0,
+            artifacts: Vec::new(),
         }
     }
 

@@ -38,7 +38,7 @@ const CACHE_BYTES: usize = 1 << 30;
 /// Chunks fetched at once.
 const PARALLEL: usize = 8;
 /// How long one chunk may take.
-const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A value held by another node.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -228,49 +228,228 @@ fn encoded_len(value: &Value) -> usize {
 async fn fetch(blob: &BlobRef) -> Result<Vec<u8>, String> {
     let agent = agent_of(&blob.holder)
         .ok_or_else(|| format!("node {} holding the value is unreachable", blob.holder))?;
-    let size = usize::try_from(blob.size).map_err(|_| "the blob is too large".to_owned())?;
-    // Filled in order (the stream yields chunks in order), never zeroed
-    // first: touching 100 MB twice shows in the transfer rate.
-    let mut data = Vec::new();
-    data.try_reserve_exact(size)
-        .map_err(|_| format!("no memory for a blob of {size} bytes"))?;
-    let mut chunks = futures::stream::iter((0..size).step_by(CHUNK))
-        .map(|offset| {
-            let agent = agent.clone();
-            let req = ChunkRequest {
-                hash: blob.hash,
-                offset: offset as u64,
-                len: CHUNK.min(size - offset) as u32,
-            };
-            async move {
-                ractor::call_t!(
-                    agent,
-                    AgentMsg::Fetch,
-                    CHUNK_TIMEOUT.as_millis() as u64,
-                    Wire::new(req)
-                )
-                .map_err(|e| format!("fetching a chunk failed: {e}"))?
-                .0
-                .map(|bytes| (offset, bytes))
-            }
-        })
-        .buffered(PARALLEL);
-    while let Some(part) = chunks.next().await {
-        let (offset, bytes) = part?;
-        if offset != data.len() || offset + bytes.len() > size {
-            return Err("a chunk does not fit the blob".into());
+    let plan = ChunkPlan::new(blob.size, None);
+    let data = fetch_chunks(&plan, |offset, len, _attempt| {
+        let agent = agent.clone();
+        let req = ChunkRequest {
+            hash: blob.hash,
+            offset,
+            len,
+        };
+        async move {
+            ractor::call_t!(
+                agent,
+                AgentMsg::Fetch,
+                CHUNK_TIMEOUT.as_millis() as u64,
+                Wire::new(req)
+            )
+            .map_err(|e| format!("fetching a chunk failed: {e}"))?
+            .0
         }
-        data.extend_from_slice(&bytes);
-    }
-    if data.len() != size {
-        return Err("the blob arrived short".into());
-    }
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     let hash: [u8; 32] = blake3::hash(&data).into();
     if hash != blob.hash {
         return Err("the fetched value does not match its hash".into());
     }
     metrics::counter!("symphony_blob_bytes_total", "direction" => "received")
-        .increment(size as u64);
+        .increment(data.len() as u64);
+    Ok(data)
+}
+
+/// How to fetch one content-addressed object in chunks: its size, and
+/// optionally the BLAKE3 hash of every [`CHUNK`]-sized piece (a manifest),
+/// against which each chunk is checked as it arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkPlan {
+    /// Size of the object in bytes.
+    pub size: u64,
+    /// BLAKE3 of each chunk, in order; `None`: chunks are not checked one by
+    /// one (the caller checks the whole).
+    pub hashes: Option<Vec<[u8; 32]>>,
+    /// Times one chunk is asked for before the fetch gives up (a chunk that
+    /// fails its check or does not arrive is asked for again).
+    pub attempts: u32,
+}
+
+impl ChunkPlan {
+    /// A plan for `size` bytes, checked against `hashes` when given; with
+    /// hashes a chunk is tried [`CHUNK_ATTEMPTS`] times, without them once.
+    pub fn new(size: u64, hashes: Option<Vec<[u8; 32]>>) -> ChunkPlan {
+        let attempts = if hashes.is_some() { CHUNK_ATTEMPTS } else { 1 };
+        ChunkPlan {
+            size,
+            hashes,
+            attempts,
+        }
+    }
+
+    /// The BLAKE3 hash of every [`CHUNK`]-sized piece of `bytes`: what a
+    /// holder puts in a manifest.
+    pub fn hashes_of(bytes: &[u8]) -> Vec<[u8; 32]> {
+        bytes
+            .chunks(CHUNK)
+            .map(|c| blake3::hash(c).into())
+            .collect()
+    }
+
+    fn chunks(&self) -> u64 {
+        self.size.div_ceil(CHUNK as u64)
+    }
+}
+
+/// Times a chunk checked against a manifest is asked for before a fetch
+/// gives up.
+pub const CHUNK_ATTEMPTS: u32 = 5;
+
+/// A chunked fetch failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkFetchError {
+    /// The object does not fit in memory (or in `usize`).
+    #[error("no memory for {0} bytes")]
+    TooLarge(u64),
+    /// The manifest does not describe an object of this size.
+    #[error("the manifest lists {listed} chunks for {size} bytes, which take {needed}")]
+    BadManifest {
+        /// Size of the object.
+        size: u64,
+        /// Chunks in the manifest.
+        listed: usize,
+        /// Chunks the size takes.
+        needed: u64,
+    },
+    /// A chunk did not arrive, every time it was asked for.
+    #[error(
+        "chunk {index} (bytes from {offset}) could not be fetched after {attempts} attempts: {last}"
+    )]
+    Unavailable {
+        /// Its number.
+        index: u64,
+        /// Its first byte.
+        offset: u64,
+        /// How often it was asked for.
+        attempts: u32,
+        /// The last error.
+        last: String,
+    },
+    /// A chunk failed its check every time it was asked for.
+    #[error("chunk {index} (bytes from {offset}) was corrupt in each of {attempts} attempts")]
+    Corrupt {
+        /// Its number.
+        index: u64,
+        /// Its first byte.
+        offset: u64,
+        /// How often it was asked for.
+        attempts: u32,
+    },
+    /// A chunk came back with the wrong length.
+    #[error("chunk {index} has {got} bytes, expected {want}")]
+    WrongLength {
+        /// Its number.
+        index: u64,
+        /// Bytes received.
+        got: usize,
+        /// Bytes expected.
+        want: usize,
+    },
+}
+
+/// Fetches an object of `plan.size` bytes in [`CHUNK`]-sized pieces,
+/// [`PARALLEL`] in flight, through `fetch_chunk(offset, len, attempt)`
+/// (`attempt` counts from 0 for each chunk, so a source can ask another
+/// holder the next time). With hashes in the plan, a chunk that does not
+/// match is refused, counted (`symphony_artifact_chunks_refused_total`)
+/// and asked for again, up to `plan.attempts` times. The caller checks the
+/// whole object's hash.
+///
+/// Cancelling the future drops the chunks in flight.
+///
+/// # Errors
+/// See [`ChunkFetchError`].
+pub async fn fetch_chunks<F, Fut>(
+    plan: &ChunkPlan,
+    fetch_chunk: F,
+) -> Result<Vec<u8>, ChunkFetchError>
+where
+    F: Fn(u64, u32, u32) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<u8>, String>>,
+{
+    let size = usize::try_from(plan.size).map_err(|_| ChunkFetchError::TooLarge(plan.size))?;
+    if let Some(hashes) = &plan.hashes {
+        if hashes.len() as u64 != plan.chunks() {
+            return Err(ChunkFetchError::BadManifest {
+                size: plan.size,
+                listed: hashes.len(),
+                needed: plan.chunks(),
+            });
+        }
+    }
+    // Filled in order (the stream yields chunks in order), never zeroed
+    // first: touching 100 MB twice shows in the transfer rate.
+    let mut data = Vec::new();
+    data.try_reserve_exact(size)
+        .map_err(|_| ChunkFetchError::TooLarge(plan.size))?;
+    let fetch_chunk = &fetch_chunk;
+    let attempts = plan.attempts.max(1);
+    let mut chunks = futures::stream::iter((0..size).step_by(CHUNK).enumerate())
+        .map(|(index, offset)| {
+            let len = CHUNK.min(size - offset);
+            let expected = plan.hashes.as_ref().map(|h| h[index]);
+            let (index, offset) = (index as u64, offset as u64);
+            async move {
+                let mut last = None;
+                for attempt in 0..attempts {
+                    match fetch_chunk(offset, len as u32, attempt).await {
+                        Err(e) => last = Some(e),
+                        Ok(bytes) if expected.is_none() => return Ok(bytes),
+                        Ok(bytes) => {
+                            let hash: [u8; 32] = blake3::hash(&bytes).into();
+                            if bytes.len() == len && Some(hash) == expected {
+                                return Ok(bytes);
+                            }
+                            metrics::counter!("symphony_artifact_chunks_refused_total")
+                                .increment(1);
+                            tracing::warn!(
+                                chunk = index,
+                                offset,
+                                attempt,
+                                "Refused a corrupt chunk; asking again."
+                            );
+                        }
+                    }
+                }
+                Err(match last {
+                    // Every failure was a failed check.
+                    None => ChunkFetchError::Corrupt {
+                        index,
+                        offset,
+                        attempts,
+                    },
+                    Some(last) => ChunkFetchError::Unavailable {
+                        index,
+                        offset,
+                        attempts,
+                        last,
+                    },
+                })
+            }
+        })
+        .buffered(PARALLEL);
+    let mut index = 0;
+    while let Some(part) = chunks.next().await {
+        let bytes = part?;
+        let want = CHUNK.min(size - data.len());
+        if bytes.len() != want {
+            return Err(ChunkFetchError::WrongLength {
+                index,
+                got: bytes.len(),
+                want,
+            });
+        }
+        data.extend_from_slice(&bytes);
+        index += 1;
+    }
     Ok(data)
 }
 
@@ -347,5 +526,81 @@ mod tests {
             blobs.unpack(Payload::Blob(encoded), false).await.unwrap(),
             list
         );
+    }
+
+    /// An object of `size` bytes, not all alike.
+    fn object(size: usize) -> Vec<u8> {
+        (0..size).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_chunk_is_refused_and_fetched_again() {
+        let bytes = object(2 * CHUNK + 100);
+        let plan = ChunkPlan::new(bytes.len() as u64, Some(ChunkPlan::hashes_of(&bytes)));
+        let corrupted = std::sync::atomic::AtomicU32::new(0);
+        let data = fetch_chunks(&plan, |offset, len, attempt| {
+            let mut chunk = bytes[offset as usize..offset as usize + len as usize].to_vec();
+            if offset == CHUNK as u64 && attempt == 0 {
+                chunk[3] ^= 0xff;
+                corrupted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            async move { Ok(chunk) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(data, bytes);
+        assert_eq!(corrupted.into_inner(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_corrupt_every_time_fails_the_fetch_clearly() {
+        let bytes = object(CHUNK + 1);
+        let plan = ChunkPlan::new(bytes.len() as u64, Some(ChunkPlan::hashes_of(&bytes)));
+        let asked = std::sync::atomic::AtomicU32::new(0);
+        let e = fetch_chunks(&plan, |offset, len, _| {
+            let mut chunk = bytes[offset as usize..offset as usize + len as usize].to_vec();
+            if offset > 0 {
+                chunk[0] ^= 1;
+                asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            async move { Ok(chunk) }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(
+            e,
+            ChunkFetchError::Corrupt {
+                index: 1,
+                offset: CHUNK as u64,
+                attempts: CHUNK_ATTEMPTS
+            }
+        );
+        assert_eq!(asked.into_inner(), CHUNK_ATTEMPTS);
+        assert!(
+            e.to_string().contains("corrupt in each of 5 attempts"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_manifest_chunks_are_taken_as_they_come_and_errors_end_the_fetch() {
+        let bytes = object(CHUNK / 2);
+        let plan = ChunkPlan::new(bytes.len() as u64, None);
+        let data = fetch_chunks(&plan, |o, l, _| {
+            let chunk = bytes[o as usize..(o + u64::from(l)) as usize].to_vec();
+            async move { Ok(chunk) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(data, bytes);
+        let e = fetch_chunks(&plan, |_, _, _| async { Err("holder gone".to_owned()) })
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("holder gone"), "{e}");
+        let short = fetch_chunks(&plan, |_, _, _| async { Ok(vec![1]) }).await;
+        assert!(matches!(short, Err(ChunkFetchError::WrongLength { .. })));
+        let bad = ChunkPlan::new(10, Some(Vec::new()));
+        let e = fetch_chunks(&bad, |_, _, _| async { Ok(Vec::new()) }).await;
+        assert!(matches!(e, Err(ChunkFetchError::BadManifest { .. })));
     }
 }

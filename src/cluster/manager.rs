@@ -10,6 +10,7 @@
 //! way until one session is ready.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -17,6 +18,7 @@ use ractor_cluster::{NodeEventSubscription, NodeServerMessage};
 use tracing::{debug, info, warn};
 
 use super::agent::{AGENTS, AgentMsg};
+use super::models::{ClusterRegistry, to_hex as hex};
 use super::view::{ClusterView, Member, PeerState};
 use super::wire::{Heartbeat, Wire};
 use crate::engine::Engine;
@@ -110,6 +112,8 @@ pub struct ManagerArgs {
     pub view: ClusterView,
     /// ractor_cluster's node server.
     pub node_server: ActorRef<NodeServerMessage>,
+    /// The node's model registry, whose digest and artifacts pings carry.
+    pub models: Option<Arc<ClusterRegistry>>,
 }
 
 /// The manager actor; its state is [`ManagerState`].
@@ -126,6 +130,8 @@ struct Peer {
     load: u32,
     rtt_ms: Option<f64>,
     node_id: Option<u64>,
+    /// Model artifacts it holds (hex SHA-256).
+    artifacts: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -146,6 +152,8 @@ pub struct ManagerState {
     clock: Instant,
     /// When the last tick ran: a long gap means this node was paused.
     last_tick: Instant,
+    /// Model artifacts this node holds, as of the last ping.
+    artifacts: Vec<String>,
 }
 
 /// Forwards ractor_cluster's node events to the manager.
@@ -230,6 +238,7 @@ impl Actor for Manager {
             seq: 0,
             clock: now,
             last_tick: now,
+            artifacts: Vec::new(),
         })
     }
 
@@ -309,11 +318,19 @@ impl ManagerState {
             load: 0,
             rtt_ms: None,
             node_id: None,
+            artifacts: Vec::new(),
         })
     }
 
     fn ping(&mut self) {
         self.seq += 1;
+        let (registry_digest, artifacts) = self
+            .args
+            .models
+            .as_ref()
+            .map(|m| m.advertised())
+            .unwrap_or_default();
+        self.artifacts = artifacts.iter().map(hex).collect();
         let me = &self.args.me;
         let hb = Heartbeat {
             from: me.name.clone(),
@@ -327,6 +344,8 @@ impl ManagerState {
                 .collect(),
             slots: me.slots,
             load: self.args.engine.load(),
+            registry_digest,
+            artifacts,
         };
         for cell in ractor::pg::get_members(&AGENTS.to_owned()) {
             if cell.get_id().is_local() {
@@ -358,6 +377,7 @@ impl ManagerState {
             peer.addr = hb.addr;
             peer.labels = hb.labels.into_iter().collect();
             peer.slots = hb.slots;
+            peer.artifacts = hb.artifacts.iter().map(hex).collect();
         }
         let addr = peer.addr.clone();
         self.dials.remove(&addr);
@@ -442,6 +462,7 @@ impl ManagerState {
             dial.backoff = (dial.backoff * 2).min(MAX_DIAL_BACKOFF);
             let server = self.args.node_server.clone();
             let addr = addr.clone();
+            metrics::counter!("symphony_dials_total").increment(1);
             tokio::spawn(async move {
                 if let Err(e) = ractor_cluster::client_connect(&server, addr.as_str()).await {
                     debug!(%addr, error = %e, "Dial failed.");
@@ -462,6 +483,7 @@ impl ManagerState {
             load: self.args.engine.load(),
             rtt_ms: None,
             last_seen_ms: 0,
+            artifacts: self.artifacts.clone(),
         }];
         members.extend(self.peers.iter().map(|(name, p)| Member {
             name: name.clone(),
@@ -472,9 +494,12 @@ impl ManagerState {
             load: p.load,
             rtt_ms: p.rtt_ms,
             last_seen_ms: p.last_seen.elapsed().as_millis() as u64,
+            artifacts: p.artifacts.clone(),
         }));
-        let up = members.iter().filter(|m| m.state == PeerState::Up).count();
-        metrics::gauge!("symphony_peers", "state" => "up").set(up as f64);
+        for state in [PeerState::Up, PeerState::Suspect, PeerState::Down] {
+            let count = members.iter().filter(|m| m.state == state).count();
+            metrics::gauge!("symphony_peers", "state" => state.as_str()).set(count as f64);
+        }
         self.args.view.update(|v| v.members = members);
     }
 }

@@ -8,12 +8,14 @@
 //! ractor_cluster NodeServer   TCP sessions, cookie auth, remote actor proxies, pg sync
 //! Manager (local)             seeds, heartbeats, up/suspect/down, teardown, redial
 //! NodeAgent (remote-capable)  heartbeats in, assignments in, results home
+//! ClusterRegistry             registry records synced, model artifacts served and fetched
 //! ClusterPlacement            the engine's Placement: labels, then two choices
 //! ```
 
 pub mod agent;
 pub mod blob;
 pub mod manager;
+pub mod models;
 pub mod placement;
 mod view;
 pub mod wire;
@@ -26,12 +28,14 @@ use ractor::{Actor, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeServer, NodeServerMessage};
 
-use self::agent::{AgentArgs, AgentMsg, NodeAgent};
+use self::agent::{AgentArgs, AgentMsg, NodeAgent, ReplicaHost, ReplicaSlot};
 pub use self::manager::HeartbeatTimes;
 use self::manager::{Manager, ManagerArgs, ManagerMsg, Me};
+use self::models::{ClusterArtifacts, ClusterRegistry};
 use self::placement::ClusterPlacement;
 pub use self::view::{ClusterSnapshot, ClusterView, Member, PeerState};
 use crate::engine::Engine;
+use crate::registry::Registry;
 
 /// How a node takes part in a cluster.
 #[derive(Debug, Clone)]
@@ -54,6 +58,12 @@ pub struct ClusterConfig {
     pub slots: u32,
     /// Heartbeat timing.
     pub times: HeartbeatTimes,
+    /// The node's model registry, shared with the cluster (records synced,
+    /// artifacts served and fetched); `None`: no part in it.
+    pub registry: Option<Registry>,
+    /// Chaos, a testing aid: corrupt the first this many model artifact
+    /// chunks this node serves. 0 outside tests.
+    pub corrupt_chunks: u32,
 }
 
 /// A node's membership in its cluster.
@@ -63,6 +73,7 @@ pub struct Cluster {
     server: ActorRef<NodeServerMessage>,
     manager: ActorRef<ManagerMsg>,
     agent: ActorRef<AgentMsg>,
+    replicas: ReplicaSlot,
 }
 
 impl Cluster {
@@ -89,6 +100,7 @@ impl Cluster {
                 load: 0,
                 rtt_ms: None,
                 last_seen_ms: 0,
+                artifacts: Vec::new(),
             },
             config.seeds.is_empty(),
         );
@@ -107,6 +119,14 @@ impl Cluster {
                 config.listen
             )
         })?;
+        let models = config.registry.as_ref().map(|registry| {
+            registry.attach_source(Arc::new(ClusterArtifacts::new(&config.name, view.clone())));
+            Arc::new(ClusterRegistry::new(
+                registry.clone(),
+                &config.name,
+                config.corrupt_chunks,
+            ))
+        });
         let (manager, _) = Actor::spawn(
             None,
             Manager,
@@ -117,11 +137,13 @@ impl Cluster {
                 engine: engine.clone(),
                 view: view.clone(),
                 node_server: server.clone(),
+                models: models.clone(),
             },
         )
         .await
         .map_err(|e| format!("cannot start the cluster manager: {e}"))?;
         let blobs = Arc::new(blob::Blobs::new(&config.name));
+        let replicas = ReplicaSlot::default();
         let (agent, _) = Actor::spawn(
             None,
             NodeAgent,
@@ -130,6 +152,8 @@ impl Cluster {
                 manager: manager.clone(),
                 max_accepted: (config.slots as usize).saturating_mul(4).max(16),
                 blobs: Arc::clone(&blobs),
+                models,
+                replicas: Arc::clone(&replicas),
             },
         )
         .await
@@ -144,7 +168,14 @@ impl Cluster {
             server,
             manager,
             agent,
+            replicas,
         })
+    }
+
+    /// Serves peers' requests for this node's model replicas from `host`
+    /// (the first host given stays).
+    pub fn serve_replicas(&self, host: Arc<dyn ReplicaHost>) {
+        let _ = self.replicas.set(host);
     }
 
     /// The membership view.

@@ -147,6 +147,7 @@ mod tests {
             load: 0,
             rtt_ms: None,
             last_seen_ms: 0,
+            artifacts: Vec::new(),
         }
     }
 

@@ -17,6 +17,17 @@ pub enum PeerState {
     Down,
 }
 
+impl PeerState {
+    /// The state's name, as in JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Up => "up",
+            PeerState::Suspect => "suspect",
+            PeerState::Down => "down",
+        }
+    }
+}
+
 /// One member of the cluster, this node included.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Member {
@@ -36,6 +47,8 @@ pub struct Member {
     pub rtt_ms: Option<f64>,
     /// Milliseconds since its last heartbeat (0 for this node).
     pub last_seen_ms: u64,
+    /// SHA-256 (hex) of every model artifact it holds, as last reported.
+    pub artifacts: Vec<String>,
 }
 
 /// The cluster as one node sees it.
@@ -77,6 +90,18 @@ impl ClusterView {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).joined
     }
 
+    /// The up members (this node included) that hold the model artifact
+    /// `checksum` (hex SHA-256), by name: where to fetch it from, and where
+    /// a replica of its model starts without fetching it.
+    pub fn holders(&self, checksum: &str) -> Vec<String> {
+        let view = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        view.members
+            .iter()
+            .filter(|m| m.state == PeerState::Up && m.artifacts.iter().any(|a| a == checksum))
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
     /// Changes the view.
     pub(crate) fn update(&self, f: impl FnOnce(&mut ClusterSnapshot)) {
         let mut view = self.inner.write().unwrap_or_else(|p| p.into_inner());
@@ -84,5 +109,37 @@ impl ClusterView {
         let me = view.node.clone();
         view.members
             .sort_by(|a, b| (a.name != me, &a.name).cmp(&(b.name != me, &b.name)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, state: PeerState, artifacts: &[&str]) -> Member {
+        Member {
+            name: name.into(),
+            addr: String::new(),
+            state,
+            labels: BTreeMap::new(),
+            slots: 1,
+            load: 0,
+            rtt_ms: None,
+            last_seen_ms: 0,
+            artifacts: artifacts.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn holders_are_the_up_members_that_hold_the_artifact() {
+        let view = ClusterView::new(member("a", PeerState::Up, &["x"]), true);
+        view.update(|v| {
+            v.members.push(member("c", PeerState::Up, &["x", "y"]));
+            v.members.push(member("b", PeerState::Down, &["x"]));
+            v.members.push(member("d", PeerState::Suspect, &["x"]));
+        });
+        assert_eq!(view.holders("x"), vec!["a", "c"]);
+        assert_eq!(view.holders("y"), vec!["c"]);
+        assert!(view.holders("z").is_empty());
     }
 }

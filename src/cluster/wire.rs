@@ -70,6 +70,11 @@ pub struct Heartbeat {
     pub slots: u32,
     /// Attempts running or queued on the sender.
     pub load: u32,
+    /// Digest of the sender's model registry records (0 in a pong): a
+    /// differing digest starts a registry sync.
+    pub registry_digest: u64,
+    /// SHA-256 of every model artifact the sender holds (empty in a pong).
+    pub artifacts: Vec<[u8; 32]>,
 }
 
 /// The result of an assigned attempt, going home to the run's owner.
@@ -125,6 +130,23 @@ pub struct StopAttempt {
     pub key: TaskKey,
     /// The attempt.
     pub attempt: u32,
+}
+
+/// A request for a model replica on another node: the version (so the
+/// receiver needs no registry lookup) and the request.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct InferRequest {
+    /// The version to run.
+    pub version: crate::registry::ModelVersion,
+    /// The request: a map of input name to tensor or nested list.
+    pub request: crate::value::Value,
+}
+
+/// The answer to an [`InferRequest`].
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct Inferred {
+    /// The model's outputs, or why not.
+    pub result: Result<crate::value::Value, TaskError>,
 }
 
 #[cfg(test)]

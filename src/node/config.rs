@@ -28,6 +28,8 @@
 //! | `heartbeat.down_after` | `--down-after` | `SYMPHONY_DOWN_AFTER` | 1500ms |
 //! | `exec_allow` | `--exec-allow` (repeatable) | `SYMPHONY_EXEC_ALLOW` (comma-separated) | any command |
 //! | `pipelines` | `--pipelines` | `SYMPHONY_PIPELINES` | none (a folder of pipeline workflows registered at start) |
+//! | `model_cache` | `--model-cache` | `SYMPHONY_MODEL_CACHE` | 2GiB |
+//! | `chaos.corrupt_chunks` | `--chaos-corrupt-chunks` | `SYMPHONY_CHAOS_CORRUPT_CHUNKS` | 0 (a testing aid) |
 //!
 //! Relative paths (`data_dir`, `cookie_file`, `api_token_file`, `pipelines`) are taken
 //! from the node's working directory, wherever they are written.
@@ -52,6 +54,9 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 pub const DEFAULT_SLOTS: usize = 256;
 /// Default number of pipeline invocations a node runs at once.
 pub const DEFAULT_MAX_INVOCATIONS: usize = 1024;
+/// Default size cap of the cache of model artifacts fetched from other
+/// nodes: 2 GiB.
+pub const DEFAULT_MODEL_CACHE: u64 = 2 << 30;
 /// Default data dir, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = ".symphony";
 /// Name used when the host name cannot be read.
@@ -75,7 +80,12 @@ const KEYS: &[&str] = &[
     "heartbeat",
     "exec_allow",
     "pipelines",
+    "model_cache",
+    "chaos",
 ];
+
+/// Keys of the `chaos` section.
+const CHAOS_KEYS: &[&str] = &["corrupt_chunks"];
 
 /// Keys of the `heartbeat` section.
 const HEARTBEAT_KEYS: &[&str] = &["interval", "suspect_after", "down_after"];
@@ -178,6 +188,23 @@ pub struct NodeConfig {
     /// [`ExecutorConfig::exec_allow`](crate::executor::ExecutorConfig)).
     /// Default `None`: any command. An empty list allows none.
     pub exec_allow: Option<Vec<String>>,
+    /// Bytes of model artifacts fetched from other nodes that the node
+    /// keeps in its data dir; beyond it the least recently used are
+    /// deleted (artifacts registered on the node are never). Written as a
+    /// size (`2GiB`, `500MB`, `1048576`). Default 2GiB.
+    pub model_cache: u64,
+    /// Fault injection for tests. Default: none.
+    pub chaos: ChaosConfig,
+}
+
+/// Fault injection, a testing aid: every option is off by default and
+/// must stay off in production.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChaosConfig {
+    /// Corrupt the first this many model artifact chunks the node serves to
+    /// peers (the fetching node must refuse and fetch them again).
+    /// Default 0.
+    pub corrupt_chunks: u32,
 }
 
 impl Default for NodeConfig {
@@ -199,6 +226,8 @@ impl Default for NodeConfig {
             api_token_file: None,
             heartbeat: HeartbeatConfig::default(),
             exec_allow: None,
+            model_cache: DEFAULT_MODEL_CACHE,
+            chaos: ChaosConfig::default(),
         }
     }
 }
@@ -223,6 +252,8 @@ impl fmt::Debug for NodeConfig {
             .field("api_token_file", &self.api_token_file)
             .field("heartbeat", &self.heartbeat)
             .field("exec_allow", &self.exec_allow)
+            .field("model_cache", &self.model_cache)
+            .field("chaos", &self.chaos)
             .finish()
     }
 }
@@ -313,6 +344,14 @@ pub struct NodeArgs {
     /// A command `exec` tasks may run (repeatable) [default: any command].
     #[arg(long = "exec-allow", value_name = "COMMAND")]
     pub exec_allow: Vec<String>,
+    /// Size cap of the cache of model artifacts fetched from other nodes,
+    /// e.g. 2GiB or 500MB [default: 2GiB].
+    #[arg(long, value_name = "SIZE")]
+    pub model_cache: Option<String>,
+    /// Testing aid: corrupt the first N model artifact chunks served to
+    /// peers [default: 0].
+    #[arg(long, value_name = "N", hide = true)]
+    pub chaos_corrupt_chunks: Option<String>,
     /// Check the configuration, print it with secrets hidden, and exit.
     #[arg(long)]
     pub check: bool,
@@ -456,6 +495,8 @@ impl NodeConfig {
             api_token_file: &'a Option<PathBuf>,
             heartbeat: BTreeMap<&'static str, String>,
             exec_allow: &'a Option<Vec<String>>,
+            model_cache: String,
+            chaos: BTreeMap<&'static str, u32>,
         }
         let show = |d: Duration| humantime::format_duration(d).to_string();
         let shown = Shown {
@@ -480,6 +521,8 @@ impl NodeConfig {
                 ("down_after", show(self.heartbeat.down_after)),
             ]),
             exec_allow: &self.exec_allow,
+            model_cache: show_bytes(self.model_cache),
+            chaos: BTreeMap::from([("corrupt_chunks", self.chaos.corrupt_chunks)]),
         };
         serde_yaml::to_string(&shown).unwrap_or_default()
     }
@@ -634,6 +677,8 @@ struct Layer {
     suspect_after: Option<Duration>,
     down_after: Option<Duration>,
     exec_allow: Option<Vec<String>>,
+    model_cache: Option<u64>,
+    corrupt_chunks: Option<u32>,
 }
 
 impl Layer {
@@ -671,6 +716,8 @@ impl Layer {
         if self.exec_allow.is_some() {
             config.exec_allow = self.exec_allow;
         }
+        set(&mut config.model_cache, self.model_cache);
+        set(&mut config.chaos.corrupt_chunks, self.corrupt_chunks);
     }
 }
 
@@ -768,6 +815,8 @@ fn file_layer(path: &Path, problems: &mut Vec<String>) -> Layer {
             "api_token_file" => token_file = file.string(key, value).map(PathBuf::from),
             "heartbeat" => file.heartbeat(value, &mut layer),
             "exec_allow" => layer.exec_allow = file.strings(key, value),
+            "model_cache" => layer.model_cache = file.parsed(key, value, parse_bytes),
+            "chaos" => file.chaos(value, &mut layer),
             other => file.unknown(other, KEYS, ""),
         }
     }
@@ -942,6 +991,39 @@ impl FileReader<'_> {
     }
 }
 
+impl FileReader<'_> {
+    fn chaos(&mut self, value: &Yaml, layer: &mut Layer) {
+        let Yaml::Mapping(entries) = value else {
+            self.problem(
+                "chaos",
+                format!(
+                    "expected a mapping such as {{ corrupt_chunks: 1 }}, found {}",
+                    yaml_kind(value)
+                ),
+            );
+            return;
+        };
+        for (k, v) in entries {
+            let Some(k) = k.as_str() else {
+                self.problem("chaos", "keys must be strings");
+                continue;
+            };
+            if v.is_null() {
+                if !CHAOS_KEYS.contains(&k) {
+                    self.unknown(k, CHAOS_KEYS, "chaos.");
+                }
+                continue;
+            }
+            match k {
+                "corrupt_chunks" => {
+                    layer.corrupt_chunks = self.parsed("chaos.corrupt_chunks", v, parse_u32);
+                }
+                other => self.unknown(other, CHAOS_KEYS, "chaos."),
+            }
+        }
+    }
+}
+
 fn scalar_text(value: &Yaml) -> Option<String> {
     match value {
         Yaml::String(s) => Some(s.clone()),
@@ -1024,6 +1106,10 @@ pub mod env {
     pub const DOWN_AFTER: &str = "SYMPHONY_DOWN_AFTER";
     /// `exec_allow`, comma-separated; set but empty allows no command.
     pub const EXEC_ALLOW: &str = "SYMPHONY_EXEC_ALLOW";
+    /// `model_cache`.
+    pub const MODEL_CACHE: &str = "SYMPHONY_MODEL_CACHE";
+    /// `chaos.corrupt_chunks`.
+    pub const CHAOS_CORRUPT_CHUNKS: &str = "SYMPHONY_CHAOS_CORRUPT_CHUNKS";
 
     /// Every variable the node reads.
     pub const ALL: &[&str] = &[
@@ -1045,6 +1131,8 @@ pub mod env {
         SUSPECT_AFTER,
         DOWN_AFTER,
         EXEC_ALLOW,
+        MODEL_CACHE,
+        CHAOS_CORRUPT_CHUNKS,
     ];
 }
 
@@ -1095,6 +1183,13 @@ fn env_layer(get: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -
         ),
         down_after: parsed(env::DOWN_AFTER, var(env::DOWN_AFTER), parse_duration, p),
         exec_allow: get(env::EXEC_ALLOW).map(|s| comma_list(&s)),
+        model_cache: parsed(env::MODEL_CACHE, var(env::MODEL_CACHE), parse_bytes, p),
+        corrupt_chunks: parsed(
+            env::CHAOS_CORRUPT_CHUNKS,
+            var(env::CHAOS_CORRUPT_CHUNKS),
+            parse_u32,
+            p,
+        ),
     }
 }
 
@@ -1175,6 +1270,13 @@ fn flag_layer(args: &NodeArgs, problems: &mut Vec<String>) -> Layer {
         ),
         down_after: parsed("--down-after", args.down_after.clone(), parse_duration, p),
         exec_allow: (!args.exec_allow.is_empty()).then(|| args.exec_allow.clone()),
+        model_cache: parsed("--model-cache", args.model_cache.clone(), parse_bytes, p),
+        corrupt_chunks: parsed(
+            "--chaos-corrupt-chunks",
+            args.chaos_corrupt_chunks.clone(),
+            parse_u32,
+            p,
+        ),
     }
 }
 
@@ -1192,6 +1294,64 @@ fn parse_count(text: &str) -> Result<usize, String> {
     text.trim()
         .parse()
         .map_err(|_| format!("{text:?} is not a whole number"))
+}
+
+fn parse_u32(text: &str) -> Result<u32, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number from 0 to {}", u32::MAX))
+}
+
+/// A size: a whole number of bytes, or one with a unit (`B`, `KB`, `MB`,
+/// `GB`, `TB` in powers of 1000; `KiB`, `MiB`, `GiB`, `TiB` in powers of
+/// 1024; case does not matter, a space may come before the unit).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = (t[..split].trim(), t[split..].trim());
+    let bad = || format!("{text:?} is not a size; write e.g. 2GiB, 500MB or 1048576");
+    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "tb" | "t" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    if number.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(n) = number.parse::<u64>() {
+        return n.checked_mul(scale).ok_or_else(bad);
+    }
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let bytes = n * scale as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// A size the way [`parse_bytes`] reads it back: in the largest binary
+/// unit that divides it, else in bytes.
+fn show_bytes(bytes: u64) -> String {
+    for (unit, scale) in [
+        ("TiB", 1u64 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ] {
+        if bytes >= scale && bytes % scale == 0 {
+            return format!("{}{unit}", bytes / scale);
+        }
+    }
+    bytes.to_string()
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -1394,5 +1554,64 @@ mod tests {
             "{shown}"
         );
         assert!(!c.to_redacted_yaml().contains("s3cret"));
+    }
+
+    #[test]
+    fn model_cache_and_chaos_are_set_in_every_layer() {
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("500 MB"), Ok(500_000_000));
+        assert_eq!(parse_bytes("1.5kib"), Ok(1536));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("GiB").is_err());
+        assert!(parse_bytes("-1").is_err());
+        assert_eq!(show_bytes(2 << 30), "2GiB");
+        assert_eq!(show_bytes(1000), "1000");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.yaml");
+        std::fs::write(&file, "model_cache: 1GiB\nchaos: { corrupt_chunks: 2 }\n").unwrap();
+        let with_file = NodeArgs {
+            config: Some(file),
+            ..NodeArgs::default()
+        };
+        let none = |_: &str| None;
+        let c = NodeConfig::load_with_env(&NodeArgs::default(), none).unwrap();
+        assert_eq!(
+            (c.model_cache, c.chaos.corrupt_chunks),
+            (DEFAULT_MODEL_CACHE, 0)
+        );
+        let c = NodeConfig::load_with_env(&with_file, none).unwrap();
+        assert_eq!((c.model_cache, c.chaos.corrupt_chunks), (1 << 30, 2));
+        let env = |key: &str| (key == env::MODEL_CACHE).then(|| "300MiB".to_owned());
+        let c = NodeConfig::load_with_env(&with_file, env).unwrap();
+        assert_eq!(c.model_cache, 300 << 20);
+        let flagged = NodeArgs {
+            model_cache: Some("1MiB".into()),
+            chaos_corrupt_chunks: Some("0".into()),
+            ..with_file.clone()
+        };
+        let c = NodeConfig::load_with_env(&flagged, env).unwrap();
+        assert_eq!((c.model_cache, c.chaos.corrupt_chunks), (1 << 20, 0));
+        assert!(c.to_redacted_yaml().contains("model_cache: 1MiB"));
+
+        std::fs::write(
+            dir.path().join("node.yaml"),
+            "model_cache: big\nchaos: { corupt_chunks: 1 }\n",
+        )
+        .unwrap();
+        let problems = NodeConfig::load_with_env(&with_file, none)
+            .unwrap_err()
+            .problems()
+            .to_vec();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].contains("model_cache: \"big\" is not a size"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains("did you mean \"chaos.corrupt_chunks\"?"),
+            "{problems:?}"
+        );
     }
 }

@@ -35,6 +35,7 @@ pub async fn run(config: NodeConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let store = Arc::new(SledStore::open(&config.data_dir).map_err(|e| e.to_string())?);
     let registry = Registry::open(&config.data_dir, &config.name).map_err(|e| e.to_string())?;
+    registry.set_cache_limit(config.model_cache);
     let mut executors = Executors::standard(&config.executor_config());
     let models = ModelHost::new(registry.clone(), BatchConfig::default());
     executors.insert(MODEL_EXECUTOR, Arc::new(ModelExecutor::new(models.clone())));
@@ -70,10 +71,16 @@ pub async fn run(config: NodeConfig) -> Result<(), String> {
                 suspect_after: config.heartbeat.suspect_after,
                 down_after: config.heartbeat.down_after,
             },
+            registry: Some(registry.clone()),
+            corrupt_chunks: config.chaos.corrupt_chunks,
         },
         engine.clone(),
     )
     .await?;
+    // Deployments place replicas over the membership view; peers reach
+    // this node's replicas through its agent.
+    models.serve_deployments(cluster.view().clone());
+    cluster.serve_replicas(Arc::new(models.clone()));
     let resumed = engine
         .resume_incomplete()
         .await
@@ -104,6 +111,7 @@ pub async fn run(config: NodeConfig) -> Result<(), String> {
         metrics,
         registry,
         pipelines,
+        models: Some(models.clone()),
         ..ApiState::new(engine.clone(), executors, cluster.view().clone())
     };
     let served = api::serve(listener, state, stopped()).await;

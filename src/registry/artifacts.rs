@@ -135,6 +135,103 @@ impl Artifacts {
     }
 }
 
+impl Artifacts {
+    /// Deletes what is stored under `checksum` (nothing there: nothing to do).
+    pub(crate) fn remove(&self, checksum: &str) -> Result<(), RegistryError> {
+        valid(checksum)?;
+        match self {
+            Artifacts::Memory(map) => {
+                map.lock().expect("artifact map lock").remove(checksum);
+                Ok(())
+            }
+            Artifacts::Disk(root) => match fs::remove_file(root.join(checksum)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RegistryError::Storage(
+                    format!("cannot delete artifact sha256:{checksum}: {e}"),
+                )),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Every artifact stored, with its size and when it was last written or
+    /// touched (files only; in memory, the epoch), in no particular order.
+    /// Temporary files of unfinished writes are left out.
+    pub(crate) fn list(&self) -> Vec<(String, u64, std::time::SystemTime)> {
+        match self {
+            Artifacts::Memory(map) => map
+                .lock()
+                .expect("artifact map lock")
+                .iter()
+                .map(|(k, v)| (k.clone(), v.len() as u64, std::time::UNIX_EPOCH))
+                .collect(),
+            Artifacts::Disk(root) => fs::read_dir(root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|entry| {
+                    let name = entry.file_name().into_string().ok()?;
+                    let meta = entry.metadata().ok()?;
+                    (is_checksum(&name) && meta.is_file()).then(|| {
+                        let at = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                        (name, meta.len(), at)
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Marks the file of `checksum` as used now (its modification time),
+    /// so recency survives a restart; best effort.
+    pub(crate) fn touch(&self, checksum: &str) {
+        if let Some(path) = self.path(checksum) {
+            if let Ok(file) = fs::File::options().append(true).open(path) {
+                let _ = file.set_modified(std::time::SystemTime::now());
+            }
+        }
+    }
+
+    /// Up to `len` bytes of `checksum` from `offset` (fewer at its end), not
+    /// checked: the caller checks them against a manifest.
+    pub(crate) fn read_range(
+        &self,
+        checksum: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, RegistryError> {
+        use std::io::{Read, Seek, SeekFrom};
+        valid(checksum)?;
+        let missing = || RegistryError::ArtifactMissing(checksum.to_owned());
+        match self {
+            Artifacts::Memory(map) => {
+                let map = map.lock().expect("artifact map lock");
+                let bytes = map.get(checksum).ok_or_else(missing)?;
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                let end = start.saturating_add(len).min(bytes.len());
+                Ok(bytes[start..end].to_vec())
+            }
+            Artifacts::Disk(root) => {
+                let storage = |e: std::io::Error| {
+                    RegistryError::Storage(format!("cannot read artifact sha256:{checksum}: {e}"))
+                };
+                let mut file = match fs::File::open(root.join(checksum)) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+                    Err(e) => return Err(storage(e)),
+                };
+                file.seek(SeekFrom::Start(offset)).map_err(storage)?;
+                // Room for the tag byte of a chunk reply.
+                let mut out = Vec::with_capacity(len + 1);
+                file.take(len as u64)
+                    .read_to_end(&mut out)
+                    .map_err(storage)?;
+                Ok(out)
+            }
+        }
+    }
+}
+
 fn valid(checksum: &str) -> Result<(), RegistryError> {
     if is_checksum(checksum) {
         Ok(())

@@ -20,14 +20,20 @@
 //!   number is never given again.
 //! - An alias is last-writer-wins by (stamp, node); it points at a version
 //!   by identity, so it follows that version when it is renumbered.
-//! - Which versions are deployed is this node's business and is not merged.
+//! - A deployment is last-writer-wins by (stamp, node), like an alias; it
+//!   points at its versions by identity. An undeploy is a deployment record
+//!   without a spec, so it wins over older deployments the same way. The
+//!   versions a deployment serves cannot be deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use super::RegistryError;
-use super::model::{Alias, Deletion, ModelRef, ModelVersion, Record, Stamp, VersionId, VersionRef};
+use super::model::{
+    Alias, Deletion, Deployment, DeploymentSpec, ModelRef, ModelVersion, Record, Stamp, VersionId,
+    VersionRef,
+};
 
 /// Every model this node knows of.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,8 +53,8 @@ struct Model {
     numbers: BTreeMap<u32, VersionId>,
     /// The winning record of each alias; its `version` kept current.
     aliases: BTreeMap<String, Alias>,
-    /// The versions this node deploys (local, not replicated).
-    deployed: BTreeSet<VersionId>,
+    /// The winning deployment record; its version numbers kept current.
+    deployment: Option<Deployment>,
 }
 
 /// What merging a record did.
@@ -99,8 +105,11 @@ pub struct ModelInfo {
     pub versions: Vec<ModelVersion>,
     /// Its aliases, by name.
     pub aliases: Vec<Alias>,
-    /// The numbers of the versions this node deploys.
+    /// The numbers of the versions its deployment serves (primary, then
+    /// canary); empty when it is not deployed.
     pub deployed: Vec<u32>,
+    /// Its deployment, when it is deployed.
+    pub deployment: Option<DeploymentSpec>,
 }
 
 impl Catalog {
@@ -117,6 +126,22 @@ impl Catalog {
             Record::Version(version) => self.merge_version(version),
             Record::Alias(alias) => self.merge_alias(alias),
             Record::Deletion(deletion) => self.merge_deletion(deletion),
+            Record::Deployment(deployment) => self.merge_deployment(deployment),
+        }
+    }
+
+    fn merge_deployment(&mut self, mut deployment: Deployment) -> Merged {
+        let model = self.models.entry(deployment.name.clone()).or_default();
+        if let Some(current) = &model.deployment {
+            if (current.stamp, &current.by) >= (deployment.stamp, &deployment.by) {
+                return Merged::default();
+            }
+        }
+        model.renumber_deployment(&mut deployment);
+        model.deployment = Some(deployment);
+        Merged {
+            changed: true,
+            renumbered: Vec::new(),
         }
     }
 
@@ -232,8 +257,9 @@ impl Catalog {
         self.model(name)?.live_version(name, number)
     }
 
-    /// Checks that version `number` of `name` may be deleted: it exists, and
-    /// no alias points at it and this node does not deploy it. Returns it.
+    /// Checks that version `number` of `name` may be deleted: it exists, no
+    /// alias points at it and its model's deployment does not serve it.
+    /// Returns it.
     ///
     /// # Errors
     /// [`RegistryError::Aliased`] and [`RegistryError::Deployed`] when it is
@@ -255,43 +281,16 @@ impl Catalog {
                 aliases,
             });
         }
-        if model.deployed.contains(&id) {
+        if model
+            .deployed_spec()
+            .is_some_and(|d| d.targets().any(|t| *t == id))
+        {
             return Err(RegistryError::Deployed {
                 name: name.to_owned(),
                 version: number,
             });
         }
         Ok(version)
-    }
-
-    /// The identities of versions `numbers` of `name`, for
-    /// [`Catalog::set_deployed`] (`numbers` may be empty, also for a model
-    /// that does not exist).
-    ///
-    /// # Errors
-    /// When one of the numbers is not a live version of `name`.
-    pub fn deployment(
-        &self,
-        name: &str,
-        numbers: &BTreeSet<u32>,
-    ) -> Result<BTreeSet<VersionId>, RegistryError> {
-        if numbers.is_empty() {
-            return Ok(BTreeSet::new());
-        }
-        let model = self.model(name)?;
-        numbers
-            .iter()
-            .map(|n| model.live_version(name, *n).map(ModelVersion::id))
-            .collect()
-    }
-
-    /// Records which versions of `name` this node deploys, replacing what
-    /// was recorded (see [`Catalog::deployment`]).
-    pub fn set_deployed(&mut self, name: &str, ids: BTreeSet<VersionId>) {
-        if ids.is_empty() && !self.models.contains_key(name) {
-            return;
-        }
-        self.models.entry(name.to_owned()).or_default().deployed = ids;
     }
 
     /// Whether merging `record` would change anything (a version or
@@ -308,15 +307,50 @@ impl Catalog {
                 .aliases
                 .get(&a.alias)
                 .is_none_or(|current| (current.stamp, &current.by) < (a.stamp, &a.by)),
+            Record::Deployment(d) => model
+                .deployment
+                .as_ref()
+                .is_none_or(|current| (current.stamp, &current.by) < (d.stamp, &d.by)),
         }
     }
 
-    /// The numbers of the versions of `name` this node deploys.
-    pub fn deployed(&self, name: &str) -> BTreeSet<u32> {
+    /// The winning deployment record of `name` (an undeploy included), if
+    /// it ever was deployed.
+    pub fn deployment(&self, name: &str) -> Option<&Deployment> {
+        self.models.get(name)?.deployment.as_ref()
+    }
+
+    /// Every model that is deployed now, with its deployment.
+    pub fn deployments(&self) -> impl Iterator<Item = (&str, &DeploymentSpec)> {
         self.models
-            .get(name)
-            .map(Model::deployed_numbers)
-            .unwrap_or_default()
+            .iter()
+            .filter_map(|(name, m)| Some((name.as_str(), m.deployed_spec()?)))
+    }
+
+    /// The live (not deleted) version of `name` with identity `id`.
+    ///
+    /// # Errors
+    /// When no such version is known here, or it was deleted.
+    pub fn version_by_id(
+        &self,
+        name: &str,
+        id: &VersionId,
+    ) -> Result<&ModelVersion, RegistryError> {
+        let model = self.model(name)?;
+        let version = model
+            .versions
+            .get(id)
+            .ok_or_else(|| RegistryError::UnknownVersionId {
+                name: name.to_owned(),
+                id: id.to_string(),
+            })?;
+        if model.deleted.contains_key(id) {
+            return Err(RegistryError::DeletedVersion {
+                name: name.to_owned(),
+                version: version.version,
+            });
+        }
+        Ok(version)
     }
 
     /// Every model, by name.
@@ -351,7 +385,8 @@ impl Catalog {
             name: name.to_owned(),
             versions: model.live().cloned().collect(),
             aliases: model.aliases.values().cloned().collect(),
-            deployed: model.deployed_numbers().into_iter().collect(),
+            deployed: model.deployed_numbers(),
+            deployment: model.deployed_spec().cloned(),
         })
     }
 
@@ -364,6 +399,7 @@ impl Catalog {
             out.extend(model.versions.values().cloned().map(Record::Version));
             out.extend(model.deleted.values().cloned().map(Record::Deletion));
             out.extend(model.aliases.values().cloned().map(Record::Alias));
+            out.extend(model.deployment.iter().cloned().map(Record::Deployment));
         }
         out
     }
@@ -416,12 +452,39 @@ impl Model {
             })
     }
 
-    fn deployed_numbers(&self) -> BTreeSet<u32> {
-        self.deployed
-            .iter()
-            .filter_map(|id| self.versions.get(id))
-            .map(|v| v.version)
-            .collect()
+    /// What is deployed now, if anything.
+    fn deployed_spec(&self) -> Option<&DeploymentSpec> {
+        self.deployment.as_ref()?.spec.as_ref()
+    }
+
+    fn deployed_numbers(&self) -> Vec<u32> {
+        self.deployed_spec()
+            .map(|d| {
+                std::iter::once(d.primary_version)
+                    .chain(d.canary.as_ref().map(|c| c.version))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sets the version numbers in `deployment` from the versions it points
+    /// at (they may have been renumbered).
+    fn renumber_deployment(&self, deployment: &mut Deployment) {
+        let number = |id: &VersionId| self.versions.get(id).map(|v| v.version);
+        for spec in deployment
+            .spec
+            .iter_mut()
+            .chain(deployment.previous.iter_mut())
+        {
+            if let Some(n) = number(&spec.primary) {
+                spec.primary_version = n;
+            }
+            if let Some(canary) = &mut spec.canary {
+                if let Some(n) = number(&canary.target) {
+                    canary.version = n;
+                }
+            }
+        }
     }
 
     /// Gives every version its number (the rules are in the module
@@ -457,6 +520,10 @@ impl Model {
             if let Some(target) = self.versions.get(&alias.target) {
                 alias.version = target.version;
             }
+        }
+        if let Some(mut deployment) = self.deployment.take() {
+            self.renumber_deployment(&mut deployment);
+            self.deployment = Some(deployment);
         }
         renumbered
     }
@@ -506,6 +573,33 @@ mod tests {
             name: target.name.clone(),
             target: target.id(),
             version: target.version,
+            stamp: stamp(at),
+            by: by.into(),
+        }
+    }
+
+    fn spec(primary: &ModelVersion, canary: Option<(&ModelVersion, u8)>) -> DeploymentSpec {
+        DeploymentSpec {
+            primary: primary.id(),
+            primary_version: primary.version,
+            replicas: 2,
+            max_batch: 32,
+            max_wait_ms: 0,
+            canary: canary.map(|(v, percent)| super::super::Canary {
+                target: v.id(),
+                version: v.version,
+                percent,
+            }),
+            placement: BTreeMap::new(),
+        }
+    }
+
+    fn deployment(name: &str, spec: Option<DeploymentSpec>, at: u64, by: &str) -> Deployment {
+        Deployment {
+            name: name.into(),
+            generation: 1,
+            spec,
+            previous: None,
             stamp: stamp(at),
             by: by.into(),
         }
@@ -736,16 +830,32 @@ mod tests {
         c.merge(Record::Alias(alias("iris", "production", &two, 21, "n1")));
         assert!(c.check_delete("iris", 1).is_ok());
 
-        let ids = c.deployment("iris", &BTreeSet::from([1])).unwrap();
-        c.set_deployed("iris", ids);
+        let one = c.version("iris", 1).unwrap().clone();
+        c.merge(Record::Deployment(deployment(
+            "iris",
+            Some(spec(&one, None)),
+            30,
+            "n2",
+        )));
         assert!(matches!(
             c.check_delete("iris", 1),
             Err(RegistryError::Deployed { version: 1, .. })
         ));
-        assert_eq!(c.deployed("iris"), BTreeSet::from([1]));
-        assert!(c.deployment("iris", &BTreeSet::from([7])).is_err());
-        assert!(c.deployment("rose", &BTreeSet::new()).unwrap().is_empty());
-        c.set_deployed("iris", BTreeSet::new());
+        assert_eq!(c.info("iris").unwrap().deployed, vec![1]);
+        // A canary is deployed too.
+        let canaried = spec(&two, Some((&one, 10)));
+        c.merge(Record::Deployment(deployment(
+            "iris",
+            Some(canaried),
+            31,
+            "n1",
+        )));
+        assert!(matches!(
+            c.check_delete("iris", 1),
+            Err(RegistryError::Deployed { version: 1, .. })
+        ));
+        c.merge(Record::Deployment(deployment("iris", None, 32, "n1")));
+        assert!(c.info("iris").unwrap().deployed.is_empty());
         assert!(c.check_delete("iris", 1).is_ok());
         assert!(matches!(
             c.check_delete("iris", 9),
@@ -785,5 +895,73 @@ mod tests {
         let e = at(&c, "iris@staging").unwrap_err();
         assert!(matches!(e, RegistryError::AliasToDeleted { .. }), "{e}");
         assert!(matches!(at(&c, "iris"), Err(RegistryError::NoVersions(_))));
+    }
+
+    #[test]
+    fn the_last_deployment_write_wins_whatever_the_order() {
+        let v = [
+            version("m", 1, "a", 10, "n1"),
+            version("m", 1, "b", 11, "n2"),
+            version("m", 2, "c", 12, "n1"),
+        ];
+        let older = deployment("m", Some(spec(&v[0], None)), 20, "n1");
+        let newer = deployment("m", Some(spec(&v[1], Some((&v[2], 20)))), 21, "n2");
+        let undeploy_tied = deployment("m", None, 21, "n1");
+        let records = vec![
+            Record::Version(v[0].clone()),
+            Record::Version(v[1].clone()),
+            Record::Version(v[2].clone()),
+            Record::Deployment(older.clone()),
+            Record::Deployment(newer.clone()),
+            Record::Deployment(undeploy_tied),
+        ];
+        let all = permutations(&records);
+        let first = merged(&all[0]);
+        for order in &all[1..] {
+            assert_eq!(merged(order), first);
+        }
+        // Equal stamps: the greater node ("n2") wins.
+        let won = first.deployment("m").unwrap();
+        assert_eq!(won.by, "n2");
+        let spec = won.spec.as_ref().unwrap();
+        // "b" asked for 1 but lost it to "a": the deployment follows it to 3.
+        assert_eq!(spec.primary, v[1].id());
+        assert_eq!(spec.primary_version, 3);
+        assert_eq!(spec.canary.as_ref().unwrap().version, 2);
+        assert_eq!(first.info("m").unwrap().deployed, vec![3, 2]);
+        assert_eq!(first.deployments().count(), 1);
+        let mut c = first.clone();
+        assert!(!c.is_new(&Record::Deployment(older.clone())));
+        assert!(!c.merge(Record::Deployment(older)).changed);
+        assert!(!c.merge(Record::Deployment(newer)).changed);
+        assert_eq!(c, first);
+        // A snapshot carries the deployment.
+        let again = merged(&first.records());
+        assert_eq!(again, first);
+        assert_eq!(first.max_stamp(), stamp(21));
+    }
+
+    #[test]
+    fn a_deployment_finds_its_versions_by_identity() {
+        let v1 = version("iris", 1, "a", 10, "n1");
+        let c = merged(&[
+            Record::Version(v1.clone()),
+            Record::Deletion(deletion(&version("iris", 2, "b", 11, "n1"), 12, "n1")),
+        ]);
+        assert_eq!(c.version_by_id("iris", &v1.id()).unwrap().checksum, "a");
+        let gone = version("iris", 2, "b", 11, "n1").id();
+        assert!(matches!(
+            c.version_by_id("iris", &gone),
+            Err(RegistryError::UnknownVersionId { .. })
+        ));
+        let c = merged(&[
+            Record::Version(v1.clone()),
+            Record::Deletion(deletion(&v1, 12, "n1")),
+        ]);
+        assert!(matches!(
+            c.version_by_id("iris", &v1.id()),
+            Err(RegistryError::DeletedVersion { .. })
+        ));
+        assert!(c.deployment("iris").is_none());
     }
 }

@@ -17,12 +17,14 @@
 //! passes the [`Signature`]), serve HTTP or talk to other nodes.
 
 mod artifacts;
+mod cache;
 mod catalog;
 mod clock;
+mod deployment;
 mod model;
 mod sled;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,12 +33,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{info, warn};
 
 use self::artifacts::Artifacts;
+use self::cache::Fetched;
+pub use self::cache::{ArtifactSource, DEFAULT_CACHE_BYTES};
 pub use self::catalog::{Catalog, Merged, ModelInfo, ModelSummary, Renumbered};
 pub use self::clock::Clock;
+pub use self::deployment::{DeployRequest, MAX_REPLICAS};
 pub use self::model::{
-    Alias, DEFAULT_FORMAT, Deletion, FormatError, LATEST, MAX_META_KEY_LEN, MAX_NAME_LEN, ModelRef,
-    ModelVersion, NameError, NameKind, Record, RefError, Stamp, VersionId, VersionRef, check_alias,
-    check_format, check_meta, check_name, is_checksum, sha256_hex,
+    Alias, Canary, DEFAULT_FORMAT, Deletion, Deployment, DeploymentSpec, FormatError, LATEST,
+    MAX_META_KEY_LEN, MAX_NAME_LEN, ModelRef, ModelVersion, NameError, NameKind, Record, RefError,
+    Stamp, VersionId, VersionRef, check_alias, check_format, check_meta, check_name, is_checksum,
+    sha256_hex,
 };
 use self::sled::RecordStore;
 use crate::inference::Signature;
@@ -127,14 +133,33 @@ pub enum RegistryError {
         /// The aliases pointing at it.
         aliases: Vec<String>,
     },
-    /// Deleting a version this node deploys.
-    #[error("version {version} of model \"{name}\" is deployed; undeploy it first")]
+    /// Deleting a version the model's deployment serves.
+    #[error(
+        "version {version} of model \"{name}\" is deployed; deploy another version or undeploy it first (symphony models undeploy {name})"
+    )]
     Deployed {
         /// The model.
         name: String,
         /// The version.
         version: u32,
     },
+    /// A deployment names a version (by identity) this node does not know.
+    #[error("model \"{name}\" has no version {id} on this node")]
+    UnknownVersionId {
+        /// The model.
+        name: String,
+        /// The version's identity.
+        id: String,
+    },
+    /// Rolling back or undeploying a model that is not deployed.
+    #[error("model \"{0}\" is not deployed")]
+    NotDeployed(String),
+    /// Rolling back a deployment that has nothing before it.
+    #[error("model \"{0}\" has no previous deployment to roll back to")]
+    NoPreviousDeployment(String),
+    /// A deployment request that cannot be carried out as asked.
+    #[error("invalid deployment: {0}")]
+    InvalidDeployment(String),
     /// The model used up every version number.
     #[error("model \"{0}\" has no version numbers left")]
     NumbersExhausted(String),
@@ -173,6 +198,8 @@ struct Inner {
     /// `None` in memory.
     records: Option<RecordStore>,
     artifacts: Artifacts,
+    /// Artifacts fetched from other nodes (see [`cache`]).
+    fetched: Fetched,
 }
 
 /// What the lock guards: the catalog and the clock stamping its writes.
@@ -202,13 +229,11 @@ impl Registry {
     pub fn open(data_dir: &Path, node: &str) -> Result<Registry, RegistryError> {
         let records = RecordStore::open(&data_dir.join("registry"))?;
         let artifacts = Artifacts::open(&data_dir.join("artifacts"))?;
+        let fetched = Fetched::open(&data_dir.join("artifacts").join("cache"))?;
         let loaded = records.load()?;
         let mut catalog = Catalog::new();
         for record in loaded.records {
             catalog.merge(record);
-        }
-        for (name, ids) in loaded.deployed {
-            catalog.set_deployed(&name, ids);
         }
         let mut clock = Clock::new();
         clock.observe(catalog.max_stamp());
@@ -218,6 +243,7 @@ impl Registry {
             clock,
             Some(records),
             artifacts,
+            fetched,
         ))
     }
 
@@ -230,6 +256,7 @@ impl Registry {
             Clock::new(),
             None,
             Artifacts::memory(),
+            Fetched::memory(),
         )
     }
 
@@ -239,6 +266,7 @@ impl Registry {
         clock: Clock,
         records: Option<RecordStore>,
         artifacts: Artifacts,
+        fetched: Fetched,
     ) -> Registry {
         Registry {
             inner: Arc::new(Inner {
@@ -246,6 +274,7 @@ impl Registry {
                 state: Mutex::new(State { catalog, clock }),
                 records,
                 artifacts,
+                fetched,
             }),
         }
     }
@@ -373,27 +402,6 @@ impl Registry {
         Ok(deleted)
     }
 
-    /// Records which versions of `name` this node deploys (replacing what
-    /// was recorded; empty: none). Deleting a deployed version is refused.
-    /// Durable; not replicated.
-    ///
-    /// # Errors
-    /// When a number is not a live version of `name`, or storing fails.
-    pub fn set_deployed(&self, name: &str, versions: &BTreeSet<u32>) -> Result<(), RegistryError> {
-        let mut state = self.lock();
-        let ids = state.catalog.deployment(name, versions)?;
-        if let Some(records) = &self.inner.records {
-            records.put_deployed(name, &ids)?;
-        }
-        state.catalog.set_deployed(name, ids);
-        Ok(())
-    }
-
-    /// The versions of `name` this node deploys.
-    pub fn deployed(&self, name: &str) -> BTreeSet<u32> {
-        self.lock().catalog.deployed(name)
-    }
-
     /// Merges a record written by another node (see [`Catalog::merge`]):
     /// stores it if it is new, and logs versions it renumbers.
     ///
@@ -411,19 +419,24 @@ impl Registry {
         self.lock().catalog.records()
     }
 
-    /// The artifact with hex SHA-256 `checksum`, checked against it.
+    /// The artifact with hex SHA-256 `checksum`, checked against it: this
+    /// node's original, else its cached copy (see
+    /// [`Registry::obtain_artifact`] to fetch it from another node).
     ///
     /// # Errors
     /// [`RegistryError::ArtifactMissing`] when this node does not have it,
     /// [`RegistryError::CorruptArtifact`] when its content does not match,
     /// [`RegistryError::BadChecksum`] for a malformed checksum.
     pub fn artifact(&self, checksum: &str) -> Result<Vec<u8>, RegistryError> {
-        self.inner.artifacts.get(checksum)
+        match self.inner.artifacts.get(checksum) {
+            Err(RegistryError::ArtifactMissing(_)) => self.inner.fetched.get(checksum),
+            other => other,
+        }
     }
 
     /// Whether this node has the artifact `checksum` (not checked).
     pub fn has_artifact(&self, checksum: &str) -> bool {
-        self.inner.artifacts.contains(checksum)
+        self.inner.artifacts.contains(checksum) || self.inner.fetched.contains(checksum)
     }
 
     /// The file of artifact `checksum`, when artifacts are on disk (whether
@@ -509,13 +522,14 @@ mod tests {
             let v1 = register(&r, "iris", b"one");
             let v2 = register(&r, "iris", b"two");
             r.set_alias("iris", "production", 1).unwrap();
-            r.set_deployed("iris", &BTreeSet::from([2])).unwrap();
+            r.deploy("iris", &DeployRequest::new(VersionRef::Number(2), 1))
+                .unwrap();
             (v1, v2)
         };
         let r = Registry::open(dir.path(), "n1").unwrap();
         assert_eq!(resolve(&r, "iris@production").unwrap(), v1);
         assert_eq!(resolve(&r, "iris").unwrap(), v2);
-        assert_eq!(r.deployed("iris"), BTreeSet::from([2]));
+        assert_eq!(r.show("iris").unwrap().deployed, vec![2]);
         assert_eq!(r.artifact(&v2.checksum).unwrap(), b"two");
         // The clock starts after what was stored.
         let v3 = register(&r, "iris", b"three");
@@ -585,7 +599,8 @@ mod tests {
             r.delete("iris", 1),
             Err(RegistryError::DeletedVersion { .. })
         ));
-        r.set_deployed("iris", &BTreeSet::from([2])).unwrap();
+        r.deploy("iris", &DeployRequest::new(VersionRef::Number(2), 1))
+            .unwrap();
         r.set_alias("iris", "production", 2).unwrap();
         let summary = &r.list()[0];
         assert_eq!((summary.versions, summary.latest), (1, Some(2)));

@@ -151,6 +151,63 @@ pub struct Deletion {
     pub by: String,
 }
 
+/// How a model is deployed: which version serves it on how many replicas,
+/// how they batch, an optional canary and where they may run. Every node
+/// computes where the replicas go from this and its membership view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct DeploymentSpec {
+    /// The version serving the traffic the canary does not take, by identity.
+    pub primary: VersionId,
+    /// Its number (kept current when it is renumbered).
+    pub primary_version: u32,
+    /// Replicas of the primary, each on its own node.
+    pub replicas: u32,
+    /// Most requests a replica runs as one batch.
+    pub max_batch: u32,
+    /// Longest an idle replica waits for more requests, in milliseconds.
+    pub max_wait_ms: u64,
+    /// A second version taking a share of the requests.
+    pub canary: Option<Canary>,
+    /// Labels a node must carry to hold a replica.
+    pub placement: BTreeMap<String, String>,
+}
+
+impl DeploymentSpec {
+    /// The versions this deployment serves: the primary, then the canary.
+    pub fn targets(&self) -> impl Iterator<Item = &VersionId> {
+        std::iter::once(&self.primary).chain(self.canary.as_ref().map(|c| &c.target))
+    }
+}
+
+/// The canary of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Canary {
+    /// The canary version, by identity.
+    pub target: VersionId,
+    /// Its number (kept current when it is renumbered).
+    pub version: u32,
+    /// Percent of the deployment's requests it takes, 0 to 100.
+    pub percent: u8,
+}
+
+/// The record of a model's deployment: last writer wins by (stamp, by),
+/// like an alias. `spec: None` means undeployed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Deployment {
+    /// The model's name.
+    pub name: String,
+    /// Counts the writes to this model's deployment (1 for the first).
+    pub generation: u64,
+    /// What is deployed now; `None` after an undeploy.
+    pub spec: Option<DeploymentSpec>,
+    /// What was deployed before this write: what a rollback returns to.
+    pub previous: Option<DeploymentSpec>,
+    /// When it was written, on `by`'s clock: the latest (stamp, by) wins.
+    pub stamp: Stamp,
+    /// The node that wrote it.
+    pub by: String,
+}
+
 /// Everything one node tells another about the registry: the unit of
 /// replication and of [`Catalog::merge`](super::Catalog::merge).
 ///
@@ -165,6 +222,8 @@ pub enum Record {
     Alias(Alias),
     /// A version was deleted.
     Deletion(Deletion),
+    /// A model was deployed, redeployed, rolled back or undeployed.
+    Deployment(Deployment),
 }
 
 impl Record {
@@ -174,6 +233,7 @@ impl Record {
             Record::Version(v) => &v.name,
             Record::Alias(a) => &a.name,
             Record::Deletion(d) => &d.name,
+            Record::Deployment(d) => &d.name,
         }
     }
 
@@ -183,6 +243,7 @@ impl Record {
             Record::Version(v) => v.stamp,
             Record::Alias(a) => a.stamp,
             Record::Deletion(d) => d.stamp,
+            Record::Deployment(d) => d.stamp,
         }
     }
 }

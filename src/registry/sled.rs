@@ -6,11 +6,11 @@
 //! [`Record`]: kind `v` (version) and `d` (deletion) with the version's
 //! identity as suffix (stamp as big-endian `wall_ms`, `logical`, then the
 //! node), kind `a` (alias) with the alias as suffix, only the winning record
-//! kept. Tree `deployed`: key the model's name, value the encoded set of
-//! the [`VersionId`]s this node deploys. Every write is flushed before it
-//! returns: registry writes are rare and must survive a crash.
+//! kept, and kind `p` (deployment) with nothing after the name, only the
+//! winning record kept. Every write is flushed before it returns: registry
+//! writes are rare and must survive a crash. (A tree `deployed` that older
+//! versions wrote is no longer read: deployments are records now.)
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::RegistryError;
@@ -21,7 +21,6 @@ use super::model::{Record, VersionId};
 pub(crate) struct RecordStore {
     db: sled::Db,
     records: sled::Tree,
-    deployed: sled::Tree,
 }
 
 /// Everything a [`RecordStore`] holds.
@@ -29,8 +28,6 @@ pub(crate) struct RecordStore {
 pub(crate) struct Loaded {
     /// Every stored record.
     pub(crate) records: Vec<Record>,
-    /// Deployed versions by model.
-    pub(crate) deployed: Vec<(String, BTreeSet<VersionId>)>,
 }
 
 impl RecordStore {
@@ -51,12 +48,7 @@ impl RecordStore {
             }
         })?;
         let records = db.open_tree("records").map_err(io)?;
-        let deployed = db.open_tree("deployed").map_err(io)?;
-        Ok(RecordStore {
-            db,
-            records,
-            deployed,
-        })
+        Ok(RecordStore { db, records })
     }
 
     /// Reads everything back.
@@ -64,12 +56,6 @@ impl RecordStore {
         let mut loaded = Loaded::default();
         for value in self.records.iter().values() {
             loaded.records.push(decode(&value.map_err(io)?)?);
-        }
-        for entry in self.deployed.iter() {
-            let (key, value) = entry.map_err(io)?;
-            let name = String::from_utf8(key.to_vec())
-                .map_err(|_| RegistryError::Storage("corrupt registry record: key".into()))?;
-            loaded.deployed.push((name, decode(&value)?));
         }
         Ok(loaded)
     }
@@ -82,23 +68,6 @@ impl RecordStore {
         self.db.flush().map_err(io)?;
         Ok(())
     }
-
-    /// Stores the deployed versions of `name` and flushes.
-    pub(crate) fn put_deployed(
-        &self,
-        name: &str,
-        ids: &BTreeSet<VersionId>,
-    ) -> Result<(), RegistryError> {
-        if ids.is_empty() {
-            self.deployed.remove(name.as_bytes()).map_err(io)?;
-        } else {
-            self.deployed
-                .insert(name.as_bytes(), encode(ids))
-                .map_err(io)?;
-        }
-        self.db.flush().map_err(io)?;
-        Ok(())
-    }
 }
 
 fn key(record: &Record) -> Vec<u8> {
@@ -106,6 +75,7 @@ fn key(record: &Record) -> Vec<u8> {
         Record::Version(v) => (b'v', &v.name),
         Record::Deletion(d) => (b'd', &d.name),
         Record::Alias(a) => (b'a', &a.name),
+        Record::Deployment(d) => (b'p', &d.name),
     };
     let mut key = vec![kind];
     key.extend_from_slice(name.as_bytes());
@@ -119,6 +89,7 @@ fn key(record: &Record) -> Vec<u8> {
         Record::Version(v) => id(&mut key, &v.id()),
         Record::Deletion(d) => id(&mut key, &d.target),
         Record::Alias(a) => key.extend_from_slice(a.alias.as_bytes()),
+        Record::Deployment(_) => {}
     }
     key
 }

@@ -20,9 +20,15 @@ use crate::inference::Model;
 use crate::registry::{ModelRef, ModelVersion, Registry};
 use crate::value::Value;
 
+mod deployments;
 pub mod pipelines;
+pub mod placement;
 pub mod replica;
 
+pub use deployments::{
+    DeploymentStatus, Follow, RECONCILE_EVERY, REMOTE_TIMEOUT, VersionStatus, batch_of, follows,
+    takes_canary,
+};
 pub use pipelines::{InvokeError, Pipeline, PipelineConfig, Pipelines};
 pub use replica::{BatchConfig, Replica, ReplicaArgs, ReplicaMsg};
 
@@ -45,6 +51,8 @@ struct HostInner {
     batch: BatchConfig,
     /// By artifact checksum.
     replicas: Mutex<HashMap<String, Slot>>,
+    /// Deployed replicas and routing.
+    deployments: deployments::Deployments,
 }
 
 impl ModelHost {
@@ -55,6 +63,7 @@ impl ModelHost {
                 registry,
                 batch,
                 replicas: Mutex::new(HashMap::new()),
+                deployments: deployments::Deployments::default(),
             }),
         }
     }
@@ -64,7 +73,9 @@ impl ModelHost {
         &self.inner.registry
     }
 
-    /// Runs one request on the version `reference` names now.
+    /// Runs one request on the version `reference` names now: on a replica
+    /// of the model's deployment when it serves that version (see
+    /// [`follows`]), else on this node's replica of it.
     ///
     /// # Errors
     /// An unknown model or version (class `model`, not retried), a request
@@ -75,6 +86,11 @@ impl ModelHost {
             .registry
             .resolve(reference)
             .map_err(|e| TaskError::fatal("model", e.to_string()))?;
+        if let Some((id, spec)) = self.route(reference, &version) {
+            return self
+                .infer_deployed(&version.name, &id, &spec, request)
+                .await;
+        }
         let replica = self.replica(&version).await?;
         replica::infer(&replica, request).await
     }
@@ -84,6 +100,10 @@ impl ModelHost {
     /// # Errors
     /// When the artifact is not on this node or does not load.
     pub async fn replica(&self, version: &ModelVersion) -> Result<ActorRef<ReplicaMsg>, TaskError> {
+        if let Some(replica) = self.running_deployed(&version.checksum) {
+            return Ok(replica);
+        }
+        let batch = self.inner.batch;
         let slot = {
             let mut replicas = self
                 .inner
@@ -92,7 +112,7 @@ impl ModelHost {
                 .unwrap_or_else(|p| p.into_inner());
             Arc::clone(replicas.entry(version.checksum.clone()).or_default())
         };
-        let replica = slot.get_or_try_init(|| self.start(version)).await?;
+        let replica = slot.get_or_try_init(|| self.start(version, batch)).await?;
         if !matches!(
             replica.get_status(),
             ractor::ActorStatus::Stopping | ractor::ActorStatus::Stopped
@@ -106,17 +126,26 @@ impl ModelHost {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(version.checksum.clone(), Arc::clone(&fresh));
-        fresh.get_or_try_init(|| self.start(version)).await.cloned()
+        fresh
+            .get_or_try_init(|| self.start(version, batch))
+            .await
+            .cloned()
     }
 
-    async fn start(&self, version: &ModelVersion) -> Result<ActorRef<ReplicaMsg>, TaskError> {
+    async fn start(
+        &self,
+        version: &ModelVersion,
+        batch: BatchConfig,
+    ) -> Result<ActorRef<ReplicaMsg>, TaskError> {
         let label = format!("{}@{}", version.name, version.version);
         let (registry, checksum) = (self.inner.registry.clone(), version.checksum.clone());
         let started = std::time::Instant::now();
+        // Fetched from a node that holds it when this one does not.
+        let bytes = registry
+            .obtain_artifact(&checksum)
+            .await
+            .map_err(|e| TaskError::retryable("model", e.to_string()))?;
         let model = tokio::task::spawn_blocking(move || {
-            let bytes = registry
-                .artifact(&checksum)
-                .map_err(|e| TaskError::retryable("model", e.to_string()))?;
             Model::load(&bytes).map_err(|e| TaskError::fatal("model", e.to_string()))
         })
         .await
@@ -126,7 +155,7 @@ impl ModelHost {
         info!(model = %label, took = ?loaded, "Model loaded.");
         let args = ReplicaArgs {
             model,
-            batch: self.inner.batch,
+            batch,
             label,
         };
         Actor::spawn(None, Replica, args)
@@ -135,8 +164,9 @@ impl ModelHost {
             .map_err(|e| TaskError::retryable("model", format!("cannot start a replica: {e}")))
     }
 
-    /// Stops every replica.
+    /// Stops every replica, and the deployments' reconciler.
     pub fn stop(&self) {
+        self.stop_deployments();
         let replicas = std::mem::take(
             &mut *self
                 .inner
