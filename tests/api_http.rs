@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use api_support::{DEADLINE, Options, SseEvent, TestNode, read_sse, wait_for};
+use api_support::{DEADLINE, Options, SseEvent, SseReader, TestNode, read_sse, wait_for};
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::{repo, symphony};
@@ -506,6 +506,173 @@ async fn events_stream_live_and_from_history() {
     node.stop().await;
 }
 
+/// `GET /api/v1/events` with `Last-Event-ID` and extra query text.
+async fn all_events(node: &TestNode, last_event_id: Option<&str>, query: &str) -> SseReader {
+    let mut request = node.request(Method::GET, &format!("/api/v1/events{query}"));
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id);
+    }
+    SseReader::new(request.send().await.expect("events request"))
+}
+
+/// The `n` of an all-runs event id `<epoch>-<n>`.
+fn bus_position(event: &SseEvent) -> (u64, u64) {
+    let id = event.id.as_deref().expect("an id");
+    let (epoch, n) = id.split_once('-').expect("EPOCH-N");
+    (epoch.parse().unwrap(), n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_all_runs_stream_carries_every_run_and_resumes_exactly() {
+    let node = TestNode::start(Options::default()).await;
+    let mut stream = all_events(&node, None, "").await;
+    let a = node.submit(SLOW, json!({})).await;
+    let b = node.submit(SUM, json!({ "numbers": [1, 2] })).await;
+
+    // Read until both runs have ended.
+    let mut seen = Vec::new();
+    let mut ended = BTreeSet::new();
+    while ended.len() < 2 {
+        let event = stream.next().await;
+        if is_final(event.event.as_deref().unwrap()) {
+            ended.insert(event.data["run_id"].as_str().unwrap().to_owned());
+        }
+        seen.push(event);
+    }
+    assert_eq!(ended, BTreeSet::from([a.clone(), b.clone()]));
+    // One bus, numbered without gaps, in order.
+    let (epoch, first) = bus_position(&seen[0]);
+    for (i, event) in seen.iter().enumerate() {
+        assert_eq!(bus_position(event), (epoch, first + i as u64), "{event:?}");
+        assert_eq!(event.data["type"], event.event.as_deref().unwrap());
+        assert!(event.data["at_ms"].as_u64().unwrap() > 0);
+    }
+    // Each run's events are its whole journal, in its order.
+    for run in [&a, &b] {
+        let own: Vec<_> = seen.iter().filter(|e| e.data["run_id"] == **run).collect();
+        let seqs: Vec<_> = own
+            .iter()
+            .map(|e| e.data["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, (0..own.len() as u64).collect::<Vec<_>>(), "run {run}");
+        assert_eq!(own[0].event.as_deref(), Some("run_submitted"));
+        assert_eq!(own.last().unwrap().event.as_deref(), Some("run_succeeded"));
+        // The same events as the run's own stream, with the same times.
+        let per_run = read_sse(events(&node, run, None).await).await;
+        let kinds: Vec<_> = per_run.iter().map(|e| e.event.clone()).collect();
+        let all_kinds: Vec<_> = own.iter().map(|e| e.event.clone()).collect();
+        assert_eq!(kinds, all_kinds);
+        assert_eq!(per_run[1].data["at_ms"], own[1].data["at_ms"]);
+    }
+
+    // Reconnecting after an event gets exactly those after it: the rest of
+    // what was seen, then the next run's first event and nothing between.
+    let cut = 3;
+    let cut_id = seen[cut].id.clone().unwrap();
+    for (header, query) in [
+        (Some(cut_id.as_str()), String::new()),
+        (None, format!("?since={cut_id}")),
+    ] {
+        let mut resumed = all_events(&node, header, &query).await;
+        assert_eq!(resumed.take(seen.len() - cut - 1).await, seen[cut + 1..]);
+        let c = node.submit(SUM, json!({ "numbers": [3] })).await;
+        let next = resumed.next().await;
+        assert_eq!(next.data["run_id"], c);
+        assert_eq!(next.event.as_deref(), Some("run_submitted"));
+        // The first stream sees the new run too; the next reconnection
+        // must replay it as well.
+        loop {
+            let event = stream.next().await;
+            let over = event.data["run_id"] == c && is_final(event.event.as_deref().unwrap());
+            seen.push(event);
+            if over {
+                break;
+            }
+        }
+    }
+
+    // An id of an earlier life of the node: told to resync, then the backlog.
+    let mut other = all_events(&node, Some(&format!("{}-5", epoch - 1)), "").await;
+    let resync = other.next().await;
+    assert_eq!(resync.event.as_deref(), Some("resync"));
+    assert_eq!(resync.id, None);
+    assert_eq!(other.next().await, seen[0]);
+
+    for bad in ["seven", "12"] {
+        let response = node
+            .request(Method::GET, "/api/v1/events")
+            .header("Last-Event-ID", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn event_streams_take_the_token_in_the_query_and_the_ui_needs_none() {
+    let node = TestNode::start(Options {
+        token: Some("s3cret-token".into()),
+        ..Options::default()
+    })
+    .await;
+    let anonymous = |path: &str| node.client.get(node.url(path)).send();
+    assert_eq!(anonymous("/api/v1/events").await.unwrap().status(), 401);
+    assert_eq!(
+        anonymous("/api/v1/events?token=wrong")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let stream = anonymous("/api/v1/events?token=s3cret-token")
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    drop(stream);
+    let id = node.submit(SUM, json!({ "numbers": [1] })).await;
+    node.wait_status(&id, "succeeded").await;
+    let per_run = anonymous(&format!("/api/v1/runs/{id}/events?token=s3cret-token"))
+        .await
+        .unwrap();
+    assert_complete_stream(&read_sse(per_run).await);
+    // Only the event streams take a query token.
+    assert_eq!(
+        anonymous("/api/v1/runs?token=s3cret-token")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    // The UI's files are open and hold no data.
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/style.css", "text/css"),
+    ] {
+        let response = anonymous(path).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+    }
+    let page = anonymous("/").await.unwrap().text().await.unwrap();
+    assert!(page.contains("/ui/app.js"), "{page}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn run_documents_carry_the_graph() {
+    let node = TestNode::start(Options::default()).await;
+    let id = node.submit(SUM, json!({ "numbers": [1] })).await;
+    let info = node.wait_status(&id, "succeeded").await;
+    assert_eq!(info["tasks"][0]["uses"], "builtin/sum");
+    assert_eq!(info["tasks"][0]["needs"], json!([]));
+    assert_eq!(info["tasks"][1]["needs"], json!(["double"]));
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn many_clients_see_the_same_stream() {
     let node = TestNode::start(Options::default()).await;
@@ -684,6 +851,14 @@ async fn the_openapi_document_lists_every_route() {
             .await
             .unwrap();
         assert_ne!(response.status(), 405, "{method} {path}");
+        let streaming = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if streaming {
+            // The all-runs stream never ends: being served is enough.
+            continue;
+        }
         let body = response.text().await.unwrap();
         assert!(
             !body.contains("no such endpoint"),

@@ -9,7 +9,7 @@
 //! gap is filled. A run that keeps no journal (`durability: none`) cannot
 //! fill gaps; its stream moves on after [`GAP_WAIT`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +61,7 @@ pub(crate) async fn stream(
     if history.is_empty() && info.is_none() {
         return Err(ApiError::unknown_run(&id));
     }
+    let published = engine.published(&id).into_iter().collect();
     let complete = stopped || history.iter().any(|(_, event)| is_final(event));
     let mut feed = Feed {
         engine,
@@ -68,6 +69,7 @@ pub(crate) async fn stream(
         live,
         closing: shared.closing.subscribe(),
         pending: BTreeMap::new(),
+        published,
         next: after.map_or(0, |seq| seq.saturating_add(1)),
         journaled: !history.is_empty(),
         young: info.as_ref().is_some_and(|i| is_young(i.created_ms)),
@@ -133,6 +135,9 @@ struct Feed {
     closing: watch::Receiver<bool>,
     /// Events received but not sent yet, by sequence number.
     pending: BTreeMap<u64, JournalEvent>,
+    /// When events were published, by sequence number, as far as known
+    /// (live events, and the run's events the bus still held at the start).
+    published: HashMap<u64, u64>,
     /// The sequence number to send next.
     next: u64,
     /// Whether the run has a journal to fill gaps from.
@@ -218,7 +223,7 @@ impl Feed {
         if is_final(&event) {
             self.done = true;
         }
-        Some(sse_event(seq, &event))
+        Some(sse_event(seq, &event, self.published.remove(&seq)))
     }
 
     /// Waits for a live event: when `idle`, up to [`IDLE_CHECK`] (or
@@ -279,6 +284,7 @@ impl Feed {
     fn offer(&mut self, event: &RunEvent) {
         if *event.run_id == *self.run_id && event.seq >= self.next {
             self.pending.insert(event.seq, event.event.clone());
+            self.published.insert(event.seq, event.at_ms);
         }
     }
 
@@ -332,15 +338,18 @@ fn is_final(event: &JournalEvent) -> bool {
     )
 }
 
-/// `id: <seq>`, `event: <kind>`, `data: <event as JSON>`.
-fn sse_event(seq: u64, event: &JournalEvent) -> Event {
-    let data = serde_json::to_string(event).unwrap_or_else(|e| {
-        serde_json::json!({ "type": event.kind(), "error": e.to_string() }).to_string()
-    });
+/// `id: <seq>`, `event: <kind>`, `data: <event as JSON>`, with `at_ms`
+/// (when it was published) when known.
+fn sse_event(seq: u64, event: &JournalEvent, at_ms: Option<u64>) -> Event {
+    let mut data = serde_json::to_value(event)
+        .unwrap_or_else(|e| serde_json::json!({ "type": event.kind(), "error": e.to_string() }));
+    if let (Some(at_ms), Some(fields)) = (at_ms, data.as_object_mut()) {
+        fields.insert("at_ms".into(), at_ms.into());
+    }
     Event::default()
         .id(seq.to_string())
         .event(event.kind())
-        .data(data)
+        .data(data.to_string())
 }
 
 #[cfg(test)]

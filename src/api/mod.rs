@@ -1,10 +1,11 @@
 //! The HTTP API every node serves: submit runs, read their status and event
 //! streams, cancel them, look at the cluster, scrape metrics, manage the
-//! model registry.
+//! model registry; and the web UI at `/`.
 //!
 //! JSON everywhere; every error is an object with an `error` field. When
-//! [`ApiState::token`] is set, every endpoint but `GET /health` needs
-//! `Authorization: Bearer <token>`. The endpoints are described in
+//! [`ApiState::token`] is set, every endpoint but `GET /health` and the UI's
+//! files needs `Authorization: Bearer <token>` (the event streams also take
+//! `?token=`, for browsers). The endpoints are described in
 //! `docs/api.md` and served as an OpenAPI 3 document at
 //! `GET /api/v1/openapi.json`.
 //!
@@ -14,14 +15,17 @@
 //! needed is the node's job ([`requires_token`] helps).
 
 mod auth;
+mod deployments;
 mod error;
 mod events;
+mod feed;
 mod models;
 mod openapi;
 mod pipelines;
 mod prometheus;
 mod runs;
 mod status;
+mod ui;
 
 use std::fmt;
 use std::future::Future;
@@ -73,6 +77,11 @@ pub struct ApiState {
     /// The node's pipelines (`/api/v1/pipelines`). Default: none, with the
     /// default bound on invocations in flight.
     pub pipelines: Pipelines,
+    /// The node's model host: where deployments are placed from and
+    /// requests per version are counted (`/api/v1/models/{name}/deployment`).
+    /// Default `None`: deployments are still recorded and shown, without
+    /// counts.
+    pub models: Option<crate::serving::ModelHost>,
 }
 
 impl ApiState {
@@ -90,6 +99,7 @@ impl ApiState {
             registry,
             max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
             pipelines: Pipelines::new(PipelineConfig::default()),
+            models: None,
         }
     }
 }
@@ -107,6 +117,7 @@ impl fmt::Debug for ApiState {
             .field("registry", &self.registry)
             .field("max_model_bytes", &self.max_model_bytes)
             .field("pipelines", &self.pipelines.list().len())
+            .field("models", &self.models.is_some())
             .finish()
     }
 }
@@ -212,6 +223,7 @@ fn routes() -> Routes {
     .get("/api/v1/runs/{id}", runs::get)
     .post("/api/v1/runs/{id}/cancel", runs::cancel)
     .get("/api/v1/runs/{id}/events", events::stream)
+    .get("/api/v1/events", feed::stream)
     .get("/api/v1/cluster", status::cluster)
     .get("/api/v1/models", models::list)
     .get("/api/v1/models/{name}", models::show)
@@ -231,6 +243,18 @@ fn routes() -> Routes {
         "/api/v1/models/{name}/aliases/{alias}",
         routing::put(models::set_alias),
     )
+    .add(
+        "PUT",
+        "/api/v1/models/{name}/deployment",
+        routing::put(deployments::deploy),
+    )
+    .get("/api/v1/models/{name}/deployment", deployments::show)
+    .add(
+        "DELETE",
+        "/api/v1/models/{name}/deployment",
+        routing::delete(deployments::undeploy),
+    )
+    .post("/api/v1/models/{name}/rollback", deployments::rollback)
     .get("/api/v1/pipelines", pipelines::list)
     .post("/api/v1/pipelines", pipelines::register)
     .get("/api/v1/pipelines/{name}", pipelines::show)
@@ -249,6 +273,10 @@ fn build(shared: AppState) -> Router {
     let limit = shared.state.max_body_bytes;
     routes()
         .router
+        // The web UI's files: not API endpoints, so not in the OpenAPI document.
+        .route("/", routing::get(ui::index))
+        .route(ui::SCRIPT_PATH, routing::get(ui::script))
+        .route(ui::STYLE_PATH, routing::get(ui::style))
         .fallback(error::no_such_endpoint)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

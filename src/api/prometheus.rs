@@ -24,7 +24,8 @@ const SECONDS_BUCKETS: &[f64] = &[
     60.0,
 ];
 
-/// Bucket bounds for `symphony_journal_batch_events`.
+/// Bucket bounds for `symphony_journal_batch_events` and
+/// `symphony_model_batch_size`.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -44,6 +45,12 @@ fn install() -> Option<PrometheusHandle> {
         .and_then(|b| {
             b.set_buckets_for_metric(
                 Matcher::Full("symphony_journal_batch_events".into()),
+                BATCH_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("symphony_model_batch_size".into()),
                 BATCH_BUCKETS,
             )
         });

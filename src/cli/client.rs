@@ -623,6 +623,21 @@ fn outcome_of(info: &Json) -> Result<RunOutcome, ClientError> {
                 .and_then(Json::as_str)
                 .ok_or_else(bad)?
                 .to_owned(),
+            uses: t
+                .get("uses")
+                .and_then(Json::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            needs: t
+                .get("needs")
+                .and_then(Json::as_array)
+                .map(|needs| {
+                    needs
+                        .iter()
+                        .filter_map(|n| n.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
             status: t
                 .get("status")
                 .and_then(Json::as_str)

@@ -12,6 +12,7 @@ use std::time::Instant;
 use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use super::event::TaskKey;
 use super::run::RunMsg;
@@ -41,6 +42,8 @@ pub struct AttemptArgs {
     pub uses: Arc<str>,
     /// The rendered `with`.
     pub input: Value,
+    /// The node it runs on (for its tracing span).
+    pub node: Arc<str>,
     /// The node's executor pool.
     pub pool: Arc<Semaphore>,
     /// Where the result goes.
@@ -114,15 +117,44 @@ impl Actor for TaskAttempt {
     }
 }
 
+/// Counts an attempt in `symphony_attempts_running` while it lives, also when
+/// it is killed mid-execution.
+struct Running(metrics::Gauge);
+
+impl Running {
+    fn start() -> Running {
+        let gauge = metrics::gauge!("symphony_attempts_running");
+        gauge.increment(1.0);
+        Running(gauge)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 async fn run_attempt(args: &mut AttemptArgs) -> Result<Value, TaskError> {
-    let _permit = args
-        .pool
-        .acquire()
-        .await
-        .map_err(|_| TaskError::retryable("shutdown", "the executor pool is closed"))?;
+    let queued = metrics::gauge!("symphony_attempts_queued");
+    queued.increment(1.0);
+    let permit = args.pool.acquire().await;
+    queued.decrement(1.0);
+    let _permit =
+        permit.map_err(|_| TaskError::retryable("shutdown", "the executor pool is closed"))?;
+    let _running = Running::start();
     let started = Instant::now();
     let input = std::mem::take(&mut args.input);
-    let result = AssertUnwindSafe(args.executor.execute(&args.ctx, input))
+    // Every log line of the executor carries which attempt it belongs to.
+    let span = tracing::info_span!(
+        "attempt",
+        node = %args.node,
+        run = %args.ctx.run_id,
+        task = %args.ctx.task_id,
+        item = args.ctx.item,
+        attempt = args.ctx.attempt,
+    );
+    let result = AssertUnwindSafe(args.executor.execute(&args.ctx, input).instrument(span))
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| Err(TaskError::fatal("panic", panic_text(&*panic))));

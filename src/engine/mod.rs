@@ -14,6 +14,7 @@
 //! actor messages.
 
 pub mod attempt;
+pub mod bus;
 pub mod event;
 mod query;
 pub mod remote;
@@ -27,6 +28,8 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::{Semaphore, broadcast, watch};
+
+use self::bus::{EventBus, EventId, Follow};
 use tracing::{error, warn};
 
 pub use self::event::{JournalEvent, SubmittedSource, TaskKey};
@@ -72,6 +75,10 @@ pub struct RunEvent {
     pub run_id: Arc<str>,
     /// Position in the run's journal.
     pub seq: u64,
+    /// Position on this node's event bus, across all runs.
+    pub id: EventId,
+    /// When it was published, ms since the Unix epoch.
+    pub at_ms: u64,
     /// The event.
     pub event: JournalEvent,
 }
@@ -101,7 +108,7 @@ pub struct Shared {
     executors: Executors,
     store: Arc<dyn RunStore>,
     pool: Arc<Semaphore>,
-    events: broadcast::Sender<Arc<RunEvent>>,
+    events: EventBus,
     compile: CompileFn,
     /// Outcomes of the latest finished runs, so a `none` run can still be
     /// looked up for a while after it ended.
@@ -110,6 +117,8 @@ pub struct Shared {
     placement: std::sync::OnceLock<Arc<dyn remote::Placement>>,
     /// Live run actors by run id, for results that come from other nodes.
     live: std::sync::RwLock<HashMap<String, ActorRef<RunMsg>>>,
+    /// The node's name, shared by every attempt's tracing span.
+    node: Arc<str>,
 }
 
 impl fmt::Debug for Shared {
@@ -189,9 +198,10 @@ impl Engine {
         store: Arc<dyn RunStore>,
         compile: CompileFn,
     ) -> Result<Engine, SubmitError> {
-        let (events, _) = broadcast::channel(4096);
+        let events = EventBus::new(run::now_ms(), bus::BACKLOG);
         let shared = Arc::new(Shared {
             pool: Arc::new(Semaphore::new(config.slots.max(1))),
+            node: Arc::from(config.node.as_str()),
             config,
             executors,
             store,
@@ -290,6 +300,29 @@ impl Engine {
     /// Live journal events of every run.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<RunEvent>> {
         self.shared.events.subscribe()
+    }
+
+    /// Follows the journal events of every run after `after` (`None`: from
+    /// now on): the backlog the bus still holds, then live. See [`bus`].
+    pub fn follow(&self, after: Option<EventId>) -> Follow {
+        self.shared.events.follow(after)
+    }
+
+    /// The events after `after` that the bus still holds, and whether some
+    /// between are gone (for a follower whose live channel lagged).
+    pub fn events_since(&self, after: EventId) -> (Vec<Arc<RunEvent>>, bool) {
+        self.shared.events.since(after)
+    }
+
+    /// When the events of a run that the bus still holds were published:
+    /// `(seq, at_ms)` pairs (journals keep no times).
+    pub fn published(&self, run_id: &str) -> Vec<(u64, u64)> {
+        self.shared.events.published(run_id)
+    }
+
+    /// The epoch of this node's event ids (when the engine started).
+    pub fn event_epoch(&self) -> u64 {
+        self.shared.events.epoch()
     }
 
     /// Stops every run actor and the supervisor. Durable runs stay

@@ -140,6 +140,7 @@ impl Engine {
             executor: Arc::clone(executor),
             uses: Arc::from(assignment.uses.as_str()),
             input: assignment.input,
+            node: Arc::clone(&self.shared.node),
             pool: Arc::clone(&self.shared.pool),
             report: Report::Remote(std::sync::Mutex::new(Some(report))),
         };

@@ -20,7 +20,7 @@ use super::event::{JournalEvent, SubmittedSource, TaskKey};
 use super::remote::{Assignment, Placed};
 use super::retry::{NODE_LOST, UNPLACEABLE};
 use super::state::{Action, Input, Progress, RunState, Timer};
-use super::{RunEvent, RunInfo, RunOutcome, Shared};
+use super::{RunInfo, RunOutcome, Shared};
 use crate::executor::{AttemptContext, Executor, TaskError};
 use crate::store::{AppendBatch, RunStatus, RunStore, RunSummary, StoreError};
 use crate::value::{Map, Value};
@@ -253,7 +253,8 @@ impl Actor for RunActor {
             } => {
                 metrics::counter!(
                     "symphony_attempts_total",
-                    "status" => if result.is_ok() { "succeeded" } else { "failed" }
+                    "status" => if result.is_ok() { "succeeded" } else { "failed" },
+                    "workflow" => state.machine.workflow().name.clone()
                 )
                 .increment(1);
                 state.settle_remote(key, attempt);
@@ -575,6 +576,7 @@ impl RunActorState {
             executor: Arc::clone(executor),
             uses: Arc::clone(uses),
             input,
+            node: Arc::clone(&self.shared.node),
             pool: Arc::clone(&self.shared.pool),
             report: Report::Run(myself.clone()),
         };
@@ -635,13 +637,9 @@ impl RunActorState {
     }
 
     fn publish(&self, seq: u64, event: JournalEvent) {
-        if self.shared.events.receiver_count() > 0 {
-            let _ = self.shared.events.send(Arc::new(RunEvent {
-                run_id: Arc::clone(&self.run_id),
-                seq,
-                event,
-            }));
-        }
+        self.shared
+            .events
+            .publish(&self.run_id, seq, now_ms(), event);
     }
 
     fn announce(&self, status: RunStatus, error: Option<String>) {

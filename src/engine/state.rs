@@ -247,6 +247,10 @@ pub struct Progress {
 pub struct TaskReport {
     /// Task id.
     pub id: String,
+    /// Its executor (`uses`).
+    pub uses: String,
+    /// The tasks it needs, by id (the edges of the run's graph).
+    pub needs: Vec<String>,
     /// Its status.
     pub status: TaskStatus,
     /// Attempts scheduled (over all items for `for_each`).
@@ -411,6 +415,12 @@ impl RunState {
             .zip(&self.tasks)
             .map(|(spec, t)| TaskReport {
                 id: spec.id.clone(),
+                uses: spec.uses.clone(),
+                needs: spec
+                    .needs
+                    .iter()
+                    .map(|n| self.workflow.tasks[n.task].id.clone())
+                    .collect(),
                 status: t.status,
                 attempts: t.attempts,
                 items: t.fan_out.then_some(t.slots.len()),

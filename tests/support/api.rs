@@ -102,6 +102,7 @@ impl TestNode {
                 load: 0,
                 rtt_ms: None,
                 last_seen_ms: 0,
+                artifacts: Vec::new(),
             },
             options.joined,
         );
@@ -297,6 +298,65 @@ pub async fn read_sse(response: reqwest::Response) -> Vec<SseEvent> {
         .expect("the event stream ends in time")
         .expect("the event stream is read");
     parse_sse(&text)
+}
+
+/// Reads an event stream that does not end, one event at a time.
+#[derive(Debug)]
+pub struct SseReader {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl SseReader {
+    /// Reads `response`, which must be an event stream.
+    pub fn new(response: reqwest::Response) -> SseReader {
+        assert_eq!(response.status(), 200, "not a stream: {response:?}");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "not an event stream: {content_type}"
+        );
+        SseReader {
+            response,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next event (comments such as keep-alives are skipped); panics
+    /// when none comes within [`DEADLINE`] or the stream ends.
+    pub async fn next(&mut self) -> SseEvent {
+        let start = Instant::now();
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let text = String::from_utf8(block).expect("events are UTF-8");
+                if let Some(event) = parse_sse(&text).into_iter().next() {
+                    return event;
+                }
+                continue;
+            }
+            let left = DEADLINE.saturating_sub(start.elapsed());
+            let chunk = tokio::time::timeout(left, self.response.chunk())
+                .await
+                .expect("an event arrives in time")
+                .expect("the event stream is read")
+                .expect("the event stream stays open");
+            self.buffer.extend_from_slice(&chunk);
+        }
+    }
+
+    /// The next `n` events.
+    pub async fn take(&mut self, n: usize) -> Vec<SseEvent> {
+        let mut events = Vec::with_capacity(n);
+        for _ in 0..n {
+            events.push(self.next().await);
+        }
+        events
+    }
 }
 
 /// A [`MemoryStore`] whose appends become visible (and durable) only after
