@@ -294,3 +294,41 @@ fn bad_inputs_get_clear_errors() {
     assert_eq!(unknown.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("\"m\""));
 }
+
+#[test]
+fn json_logs_carry_the_attempt_span_and_completions_are_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = symphony()
+        .current_dir(dir.path())
+        .env("SYMPHONY_LOG", "symphony=debug")
+        .args(["--log-format", "json", "run"])
+        .arg(support::repo().join("examples/exec.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let spawned = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "Spawned command.")
+        .unwrap_or_else(|| panic!("no attempt log line in {lines:?}"));
+    let span = &spawned["span"];
+    assert_eq!(span["name"], "attempt");
+    assert_eq!(span["task"], "count");
+    assert_eq!(span["attempt"], 1);
+    assert!(span["run"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(span["node"].as_str().is_some_and(|n| !n.is_empty()));
+
+    let completions = symphony().args(["completions", "bash"]).output().unwrap();
+    assert!(completions.status.success());
+    let script = String::from_utf8_lossy(&completions.stdout);
+    assert!(script.contains("_symphony()") && script.contains("pipelines"));
+    let bad = symphony().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

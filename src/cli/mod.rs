@@ -47,6 +47,25 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines look on stderr: `pretty` for people, `json` (one
+    /// object a line, with the span fields) for log collectors.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "SYMPHONY_LOG_FORMAT",
+        default_value = "pretty"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Subcommands.
@@ -89,17 +108,26 @@ pub enum Command {
     /// invoke a node's pipelines.
     #[command(subcommand)]
     Pipelines(pipelines::PipelinesCommand),
+    /// Print a shell completion script (e.g. `symphony completions bash >
+    /// /etc/bash_completion.d/symphony`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // A node's log is how an operator sees it work; commands stay quiet.
-    init_logging(if matches!(cli.command, Command::Node(_)) {
-        "info"
-    } else {
-        "warn"
-    });
+    init_logging(
+        if matches!(cli.command, Command::Node(_)) {
+            "info"
+        } else {
+            "warn"
+        },
+        cli.log_format,
+    );
     let code = match cli.command {
         Command::Validate { files, json } => source::validate(&files, json),
         Command::Schema => {
@@ -120,6 +148,16 @@ pub fn main() -> ExitCode {
         Command::Cluster(command) => runtime().block_on(client::cluster(command)),
         Command::Models(command) => runtime().block_on(models::run(command)),
         Command::Pipelines(command) => runtime().block_on(pipelines::run(command)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "symphony",
+                &mut std::io::stdout(),
+            );
+            EXIT_OK
+        }
     };
     ExitCode::from(code)
 }
@@ -156,13 +194,22 @@ fn node(args: &NodeArgs) -> u8 {
     }
 }
 
-fn init_logging(default: &str) {
+/// Logs to stderr at `SYMPHONY_LOG` (an env-filter directive) or `default`,
+/// in `format`.
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SYMPHONY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let logger = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Pretty => logger.try_init(),
+        LogFormat::Json => logger
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
 }
 
 #[cfg(test)]

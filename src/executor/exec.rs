@@ -180,13 +180,8 @@ impl Executor for Exec {
         // Declared after `child` so that it is dropped first: the group is
         // killed while its leader is still unreaped.
         let mut group = ProcessGroup::of(&child);
-        tracing::debug!(
-            run = %ctx.run_id,
-            task = %ctx.task_id,
-            attempt = ctx.attempt,
-            pid = child.id(),
-            "Spawned command."
-        );
+        // The attempt's span carries node, run, task and attempt.
+        tracing::debug!(pid = child.id(), "Spawned command.");
 
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("stdout is piped");
