@@ -316,11 +316,10 @@ fn json_logs_carry_the_attempt_span_and_completions_are_printed() {
         .collect();
     let spawned = lines
         .iter()
-        .find(|l| l["fields"]["message"] == "Spawned command.")
-        .unwrap_or_else(|| panic!("no attempt log line in {lines:?}"));
+        .find(|l| l["fields"]["message"] == "Spawned command." && l["span"]["task"] == "count")
+        .unwrap_or_else(|| panic!("no log line of task `count`'s attempt in {lines:?}"));
     let span = &spawned["span"];
     assert_eq!(span["name"], "attempt");
-    assert_eq!(span["task"], "count");
     assert_eq!(span["attempt"], 1);
     assert!(span["run"].as_str().is_some_and(|r| !r.is_empty()));
     assert!(span["node"].as_str().is_some_and(|n| !n.is_empty()));
