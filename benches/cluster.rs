@@ -113,6 +113,7 @@ async fn owner() -> (Engine, Cluster, Executors, String) {
             times: HeartbeatTimes::default(),
             registry: None,
             corrupt_chunks: 0,
+            nemesis: false,
         },
         engine.clone(),
     )

@@ -7,12 +7,14 @@
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
 pub mod api;
+pub mod chaos;
 pub mod cli;
 pub mod cluster;
 pub mod engine;
 pub mod executor;
 pub mod inference;
 pub mod node;
+pub mod raft;
 pub mod registry;
 pub mod serving;
 pub mod store;

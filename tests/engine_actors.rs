@@ -240,6 +240,7 @@ async fn a_corrupt_journal_is_refused_with_a_clear_error_and_kept() {
         symphony::store::AppendBatch {
             run: id.clone(),
             first_seq: n,
+            epoch: 0,
             events: vec![vec![0xff, 0xfe, 0xfd]],
             summary: None,
         },

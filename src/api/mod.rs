@@ -15,6 +15,7 @@
 //! needed is the node's job ([`requires_token`] helps).
 
 mod auth;
+mod chaos;
 mod deployments;
 mod error;
 mod events;
@@ -82,6 +83,18 @@ pub struct ApiState {
     /// Default `None`: deployments are still recorded and shown, without
     /// counts.
     pub models: Option<crate::serving::ModelHost>,
+    /// The node's part in the replicated log (`/api/v1/cluster` shows its
+    /// state). Default `None`: the node takes no part.
+    pub raft: Option<RaftPart>,
+}
+
+/// The replicated log as the API shows it.
+#[derive(Debug, Clone)]
+pub struct RaftPart {
+    /// The node's Raft.
+    pub replication: std::sync::Arc<crate::raft::Replication>,
+    /// The replicated journals (why commits stall, if they do).
+    pub journal: std::sync::Arc<crate::raft::journal::ReplicatedStore>,
 }
 
 impl ApiState {
@@ -100,6 +113,7 @@ impl ApiState {
             max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
             pipelines: Pipelines::new(PipelineConfig::default()),
             models: None,
+            raft: None,
         }
     }
 }
@@ -118,6 +132,7 @@ impl fmt::Debug for ApiState {
             .field("max_model_bytes", &self.max_model_bytes)
             .field("pipelines", &self.pipelines.list().len())
             .field("models", &self.models.is_some())
+            .field("raft", &self.raft.is_some())
             .finish()
     }
 }
@@ -225,6 +240,13 @@ fn routes() -> Routes {
     .get("/api/v1/runs/{id}/events", events::stream)
     .get("/api/v1/events", feed::stream)
     .get("/api/v1/cluster", status::cluster)
+    .post("/api/v1/chaos/faults", chaos::inject)
+    .get("/api/v1/chaos/faults", chaos::list)
+    .add(
+        "DELETE",
+        "/api/v1/chaos/faults",
+        routing::delete(chaos::heal),
+    )
     .get("/api/v1/models", models::list)
     .get("/api/v1/models/{name}", models::show)
     .post("/api/v1/models/{name}/versions", models::register)

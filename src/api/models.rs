@@ -268,7 +268,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 /// The answer to a registry error: 400 for what the request got wrong, 404
 /// for what does not exist, 409 for what is in use, 500 for this node's
-/// failures. Carries `model` and `version` when the error names them.
+/// failures, 503 when the replicated log cannot commit a write now. Carries `model` and `version` when the error names them.
 pub(crate) fn registry_error(e: RegistryError) -> ApiError {
     use RegistryError as E;
     let status = match &e {
@@ -292,8 +292,10 @@ pub(crate) fn registry_error(e: RegistryError) -> ApiError {
         E::Aliased { .. }
         | E::Deployed { .. }
         | E::NumbersExhausted(_)
-        | E::NoPreviousDeployment(_) => StatusCode::CONFLICT,
+        | E::NoPreviousDeployment(_)
+        | E::DeploymentChanged { .. } => StatusCode::CONFLICT,
         E::CorruptArtifact { .. } | E::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     let mut error = ApiError::new(status, e.to_string());
     match e {
@@ -301,7 +303,8 @@ pub(crate) fn registry_error(e: RegistryError) -> ApiError {
         | E::NoVersions(name)
         | E::NumbersExhausted(name)
         | E::NotDeployed(name)
-        | E::NoPreviousDeployment(name) => {
+        | E::NoPreviousDeployment(name)
+        | E::DeploymentChanged { name, .. } => {
             error = error.with("model", name);
         }
         E::UnknownVersion { name, version }
@@ -399,6 +402,10 @@ mod tests {
         assert_eq!(
             status(RegistryError::EmptyArtifact),
             StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(RegistryError::Unavailable("no quorum".into())),
+            StatusCode::SERVICE_UNAVAILABLE
         );
     }
 }

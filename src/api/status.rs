@@ -27,7 +27,24 @@ pub(crate) async fn health(State(shared): State<AppState>) -> Response {
     }
 }
 
-/// `GET /api/v1/cluster`: the membership as this node sees it.
+/// `GET /api/v1/cluster`: the membership as this node sees it, and the
+/// replicated log's state when the node takes part in one.
 pub(crate) async fn cluster(State(shared): State<AppState>) -> Response {
-    Json(shared.state.cluster.snapshot()).into_response()
+    let mut view = serde_json::to_value(shared.state.cluster.snapshot()).unwrap_or_default();
+    if let (Some(raft), Some(obj)) = (&shared.state.raft, view.as_object_mut()) {
+        let mut status = serde_json::to_value(raft.replication.status()).unwrap_or_default();
+        if let Some(s) = status.as_object_mut() {
+            s.insert(
+                "stalled".into(),
+                match raft.journal.stalled() {
+                    Some((for_, why)) => {
+                        json!({ "for_ms": for_.as_millis() as u64, "reason": why })
+                    }
+                    None => serde_json::Value::Null,
+                },
+            );
+        }
+        obj.insert("raft".into(), status);
+    }
+    Json(view).into_response()
 }

@@ -786,6 +786,67 @@ fn cluster_table(view: &Json) -> String {
         out.push_str(&r[4]);
         out.push('\n');
     }
+    if let Some(raft) = view.get("raft").filter(|r| r.is_object()) {
+        out.push_str(&raft_lines(raft));
+    }
+    out
+}
+
+/// The replicated log's lines of `symphony cluster status`.
+fn raft_lines(raft: &Json) -> String {
+    let text = |f: &str| {
+        raft.get(f)
+            .and_then(Json::as_str)
+            .unwrap_or("none")
+            .to_owned()
+    };
+    let num = |f: &str| {
+        raft.get(f)
+            .and_then(Json::as_u64)
+            .map_or_else(|| "-".to_owned(), |n| n.to_string())
+    };
+    let names = |f: &str| {
+        let list: Vec<&str> = raft
+            .get(f)
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Json::as_str)
+            .collect();
+        if list.is_empty() {
+            "-".to_owned()
+        } else {
+            list.join(",")
+        }
+    };
+    let mut out = format!(
+        "replicated log: leader {}  term {}  this node {}  applied {}  last log {}\n  voters {}  learners {}\n",
+        text("leader"),
+        num("term"),
+        text("role"),
+        num("applied_index"),
+        num("last_log_index"),
+        names("voters"),
+        names("learners"),
+    );
+    if let Some(lag) = raft
+        .get("lag")
+        .and_then(Json::as_object)
+        .filter(|l| !l.is_empty())
+    {
+        let lags: Vec<String> = lag.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push_str(&format!(
+            "  lag (entries behind the leader) {}\n",
+            lags.join(" ")
+        ));
+    }
+    if let Some(stalled) = raft.get("stalled").filter(|s| s.is_object()) {
+        out.push_str(&format!(
+            "  commits stalled for {} ms: {}\n",
+            stalled.get("for_ms").and_then(Json::as_u64).unwrap_or(0),
+            stalled.get("reason").and_then(Json::as_str).unwrap_or("?")
+        ));
+    }
     out
 }
 

@@ -5,8 +5,9 @@
 //! `run`, `resume`, `runs`, `validate` and `schema` work on an embedded
 //! node; `node` starts a cluster node; `submit`, `status`, `cancel`, `watch`,
 //! `cluster status`, `runs --server`, `models` and `pipelines` talk to a
-//! node's HTTP API.
+//! node's HTTP API; `chaos run` starts a cluster of its own to test.
 
+mod chaos;
 mod client;
 mod inputs;
 mod models;
@@ -108,6 +109,10 @@ pub enum Command {
     /// invoke a node's pipelines.
     #[command(subcommand)]
     Pipelines(pipelines::PipelinesCommand),
+    /// Test the cluster under faults: a local cluster, runs, kills,
+    /// pauses, partitions, delays, and a checker's verdict.
+    #[command(subcommand)]
+    Chaos(chaos::ChaosCommand),
     /// Print a shell completion script (e.g. `symphony completions bash >
     /// /etc/bash_completion.d/symphony`).
     Completions {
@@ -148,6 +153,7 @@ pub fn main() -> ExitCode {
         Command::Cluster(command) => runtime().block_on(client::cluster(command)),
         Command::Models(command) => runtime().block_on(models::run(command)),
         Command::Pipelines(command) => runtime().block_on(pipelines::run(command)),
+        Command::Chaos(command) => chaos::run(command),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -20,8 +20,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use serde_json::json;
 
-use super::EXIT_OK;
 use super::client::{Api, ClientError, ServerArgs, root_cause};
+use super::{EXIT_OK, EXIT_TEMPFAIL};
 use crate::inference::TensorSpec;
 use crate::registry::{
     Alias, ModelInfo, ModelRef, ModelSummary, ModelVersion, VersionRef, check_alias, check_format,
@@ -202,6 +202,14 @@ pub(crate) async fn run(command: ModelsCommand) -> u8 {
     };
     match result {
         Ok(()) => EXIT_OK,
+        // The registry cannot take writes now (its replicated log has no
+        // quorum within reach): the same command may work later.
+        Err(ClientError::Status { status, message })
+            if status == reqwest::StatusCode::SERVICE_UNAVAILABLE =>
+        {
+            eprintln!("error: {message}");
+            EXIT_TEMPFAIL
+        }
         Err(e) => e.report(),
     }
 }

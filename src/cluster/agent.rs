@@ -19,8 +19,10 @@ use tracing::{debug, warn};
 use super::blob::{Blobs, ChunkBytes, ChunkRequest, Payload};
 use super::manager::ManagerMsg;
 use super::models::{ClusterRegistry, ManifestReply, ManifestRequest};
+use super::nemesis::Nemesis;
 use super::wire::{
-    Assigned, Delivered, Finished, Heartbeat, Homeward, InferRequest, Inferred, StopAttempt, Wire,
+    Assigned, Delivered, Finished, Heartbeat, Homeward, InferRequest, Inferred, RaftReply, RaftRpc,
+    StopAttempt, Wire,
 };
 use crate::engine::attempt::AttemptMsg;
 use crate::engine::remote::Assignment;
@@ -77,6 +79,9 @@ pub enum AgentMsg {
     /// Run a model request on this node's replica of a deployed version.
     #[rpc]
     Infer(Wire<InferRequest>, RpcReplyPort<Wire<Inferred>>),
+    /// A Raft message for this node's replicated log.
+    #[rpc]
+    Raft(Wire<RaftRpc>, RpcReplyPort<Wire<RaftReply>>),
 }
 
 impl std::fmt::Debug for AgentMsg {
@@ -94,6 +99,7 @@ impl std::fmt::Debug for AgentMsg {
             AgentMsg::ArtifactManifest(..) => "ArtifactManifest",
             AgentMsg::ArtifactChunk(..) => "ArtifactChunk",
             AgentMsg::Infer(..) => "Infer",
+            AgentMsg::Raft(..) => "Raft",
         })
     }
 }
@@ -116,7 +122,21 @@ pub struct AgentArgs {
     /// Where requests for this node's model replicas go; empty until the
     /// node serves models.
     pub replicas: ReplicaSlot,
+    /// Where Raft messages go; empty until the node takes part in the
+    /// replicated log.
+    pub raft: RaftSlot,
+    /// The node's nemesis, which every message to a peer goes through.
+    pub nemesis: Arc<Nemesis>,
 }
+
+/// Takes Raft messages from peers.
+pub trait RaftHost: Send + Sync + std::fmt::Debug {
+    /// Handles one message and answers it.
+    fn handle(&self, rpc: RaftRpc) -> futures::future::BoxFuture<'static, RaftReply>;
+}
+
+/// Where the agent finds the node's [`RaftHost`].
+pub type RaftSlot = Arc<std::sync::OnceLock<Arc<dyn RaftHost>>>;
 
 /// Runs model requests from peers on this node's replicas.
 pub trait ReplicaHost: Send + Sync + std::fmt::Debug {
@@ -149,6 +169,8 @@ pub struct AgentState {
     blobs: Arc<Blobs>,
     models: Option<Arc<ClusterRegistry>>,
     replicas: ReplicaSlot,
+    raft: RaftSlot,
+    nemesis: Arc<Nemesis>,
     /// Results sent home and not yet acknowledged, by delivery number:
     /// sent again whenever their owner is heard (a frozen or cut-off owner,
     /// or a link that died under them, loses nothing).
@@ -187,6 +209,8 @@ impl Actor for NodeAgent {
             blobs: args.blobs,
             models: args.models,
             replicas: args.replicas,
+            raft: args.raft,
+            nemesis: args.nemesis,
             unacked: BTreeMap::new(),
             next_delivery: 0,
         })
@@ -201,11 +225,12 @@ impl Actor for NodeAgent {
         match msg {
             AgentMsg::Ping(Wire(Ok(ping))) => {
                 if let Some(peer) = agent_of(&ping.from) {
-                    let _ = peer.cast(AgentMsg::Pong(Wire::new(Heartbeat {
+                    let pong = AgentMsg::Pong(Wire::new(Heartbeat {
                         seq: ping.seq,
                         sent_us: ping.sent_us,
                         ..state.heartbeat_template()
-                    })));
+                    }));
+                    let _ = state.nemesis.cast(&ping.from, &peer, pong);
                 }
                 state.resend(&ping.from);
                 if let Some(models) = &state.models {
@@ -237,7 +262,8 @@ impl Actor for NodeAgent {
                     let ack = Delivered {
                         delivery: f.delivery,
                     };
-                    let _ = worker.cast(AgentMsg::Ack(Wire::new(ack)));
+                    let ack = AgentMsg::Ack(Wire::new(ack));
+                    let _ = state.nemesis.cast(&f.from, &worker, ack);
                 }
                 state.receive(f);
             }
@@ -284,6 +310,22 @@ impl Actor for NodeAgent {
                 }
             },
             AgentMsg::Infer(Wire(request), reply) => state.infer(request, reply),
+            AgentMsg::Raft(Wire(rpc), reply) => match (rpc, state.raft.get()) {
+                (Ok(rpc), Some(host)) => {
+                    let answer = host.handle(rpc);
+                    tokio::spawn(async move {
+                        let _ = reply.send(Wire::new(answer.await));
+                    });
+                }
+                (Err(e), _) => {
+                    let _ = reply.send(Wire::new(RaftReply(Err(e))));
+                }
+                (Ok(_), None) => {
+                    let _ = reply.send(Wire::new(RaftReply(Err(
+                        "this node takes no part in the replicated log".to_owned(),
+                    ))));
+                }
+            },
             AgentMsg::ArtifactChunk(Wire(req), reply) => match &state.models {
                 Some(models) => {
                     let models = Arc::clone(models);
@@ -368,7 +410,8 @@ impl AgentState {
         finished.from = self.engine.node().to_owned();
         finished.delivery = self.next_delivery;
         if let Some(agent) = agent_of(&owner) {
-            let _ = agent.cast(AgentMsg::Finished(Wire::new(finished.clone())));
+            let msg = AgentMsg::Finished(Wire::new(finished.clone()));
+            let _ = self.nemesis.cast(&owner, &agent, msg);
         } else {
             debug!(owner = %owner, run = %finished.run_id, "Owner unreachable; result kept.");
         }
@@ -402,7 +445,8 @@ impl AgentState {
         for (at, to, finished) in self.unacked.values_mut() {
             if to == owner && at.elapsed() > RESEND_AFTER {
                 *at = Instant::now();
-                let _ = agent.cast(AgentMsg::Finished(Wire::new(finished.clone())));
+                let msg = AgentMsg::Finished(Wire::new(finished.clone()));
+                let _ = self.nemesis.cast(owner, &agent, msg);
             }
         }
     }

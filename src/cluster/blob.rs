@@ -24,6 +24,7 @@ use futures::StreamExt;
 use ractor::BytesConvertable;
 
 use super::agent::{AgentMsg, agent_of};
+use super::nemesis::Nemesis;
 use super::wire::Wire;
 use crate::value::Value;
 
@@ -108,6 +109,8 @@ type Held = ([u8; 32], Arc<Vec<u8>>);
 #[derive(Debug)]
 pub struct Blobs {
     me: String,
+    /// What fetches from peers go through.
+    nemesis: Arc<Nemesis>,
     /// Oldest first; evicted from the front beyond `CACHE_BYTES`.
     held: Mutex<VecDeque<Held>>,
 }
@@ -117,8 +120,15 @@ impl Blobs {
     pub fn new(me: &str) -> Blobs {
         Blobs {
             me: me.to_owned(),
+            nemesis: Arc::new(Nemesis::default()),
             held: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// The same cache, fetching from peers through `nemesis`.
+    pub fn with_nemesis(mut self, nemesis: Arc<Nemesis>) -> Blobs {
+        self.nemesis = nemesis;
+        self
     }
 
     fn keep(&self, hash: [u8; 32], bytes: Arc<Vec<u8>>) {
@@ -199,7 +209,7 @@ impl Blobs {
         let bytes = match self.get(&blob.hash) {
             Some(held) => Arc::unwrap_or_clone(held),
             None => {
-                let bytes = fetch(&blob).await?;
+                let bytes = fetch(&blob, &self.nemesis).await?;
                 if keep {
                     self.keep(blob.hash, Arc::new(bytes.clone()));
                 }
@@ -225,7 +235,7 @@ fn encoded_len(value: &Value) -> usize {
 
 /// Fetches a whole blob from its holder, `PARALLEL` chunks in flight, and
 /// checks its hash.
-async fn fetch(blob: &BlobRef) -> Result<Vec<u8>, String> {
+async fn fetch(blob: &BlobRef, nemesis: &Nemesis) -> Result<Vec<u8>, String> {
     let agent = agent_of(&blob.holder)
         .ok_or_else(|| format!("node {} holding the value is unreachable", blob.holder))?;
     let plan = ChunkPlan::new(blob.size, None);
@@ -237,6 +247,7 @@ async fn fetch(blob: &BlobRef) -> Result<Vec<u8>, String> {
             len,
         };
         async move {
+            nemesis.admit(&blob.holder).await?;
             ractor::call_t!(
                 agent,
                 AgentMsg::Fetch,

@@ -347,12 +347,26 @@ impl ManagerState {
             registry_digest,
             artifacts,
         };
+        // Pings go through the nemesis like everything sent to a peer, so
+        // that a nemesis partition makes peers suspect and down.
+        let names: HashMap<u64, &str> = self
+            .peers
+            .iter()
+            .filter_map(|(name, p)| p.node_id.map(|id| (id, name.as_str())))
+            .collect();
+        let nemesis = self.args.view.nemesis();
         for cell in ractor::pg::get_members(&AGENTS.to_owned()) {
             if cell.get_id().is_local() {
                 continue;
             }
+            let name = names.get(&cell.get_id().node()).copied();
             let agent: ActorRef<AgentMsg> = cell.into();
-            let _ = agent.cast(AgentMsg::Ping(Wire::new(hb.clone())));
+            let ping = AgentMsg::Ping(Wire::new(hb.clone()));
+            let _ = match name {
+                Some(name) => nemesis.cast(name, &agent, ping),
+                // Not yet named by its session: nobody can have cut it off.
+                None => agent.cast(ping).map_err(|e| e.to_string()),
+            };
         }
     }
 
@@ -454,8 +468,17 @@ impl ManagerState {
     /// Dials every address whose backoff is over, without waiting for it.
     fn dial(&mut self) {
         let now = Instant::now();
+        let nemesis = self.args.view.nemesis();
         for (addr, dial) in &mut self.dials {
             if dial.next > now {
+                continue;
+            }
+            // A peer the nemesis cuts this node off from is not dialled:
+            // on a real partition the dial would not get through either.
+            let cut_off = self.peers.iter().any(|(name, p)| {
+                p.addr == *addr && nemesis.verdict(name) == super::nemesis::Verdict::Drop
+            });
+            if cut_off {
                 continue;
             }
             dial.next = now + dial.backoff;

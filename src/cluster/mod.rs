@@ -16,6 +16,7 @@ pub mod agent;
 pub mod blob;
 pub mod manager;
 pub mod models;
+pub mod nemesis;
 pub mod placement;
 mod view;
 pub mod wire;
@@ -28,10 +29,11 @@ use ractor::{Actor, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeServer, NodeServerMessage};
 
-use self::agent::{AgentArgs, AgentMsg, NodeAgent, ReplicaHost, ReplicaSlot};
+use self::agent::{AgentArgs, AgentMsg, NodeAgent, RaftHost, RaftSlot, ReplicaHost, ReplicaSlot};
 pub use self::manager::HeartbeatTimes;
 use self::manager::{Manager, ManagerArgs, ManagerMsg, Me};
 use self::models::{ClusterArtifacts, ClusterRegistry};
+pub use self::nemesis::{Nemesis, Verdict};
 use self::placement::ClusterPlacement;
 pub use self::view::{ClusterSnapshot, ClusterView, Member, PeerState};
 use crate::engine::Engine;
@@ -64,6 +66,9 @@ pub struct ClusterConfig {
     /// Chaos, a testing aid: corrupt the first this many model artifact
     /// chunks this node serves. 0 outside tests.
     pub corrupt_chunks: u32,
+    /// Chaos, a testing aid: whether this node's [`Nemesis`] takes faults
+    /// (drop or delay its traffic to chosen peers). False outside tests.
+    pub nemesis: bool,
 }
 
 /// A node's membership in its cluster.
@@ -74,6 +79,7 @@ pub struct Cluster {
     manager: ActorRef<ManagerMsg>,
     agent: ActorRef<AgentMsg>,
     replicas: ReplicaSlot,
+    raft: RaftSlot,
 }
 
 impl Cluster {
@@ -103,7 +109,8 @@ impl Cluster {
                 artifacts: Vec::new(),
             },
             config.seeds.is_empty(),
-        );
+        )
+        .with_nemesis(Arc::new(Nemesis::new(config.nemesis)));
         let server = NodeServer::new(
             config.listen.port(),
             config.cookie.clone(),
@@ -121,11 +128,10 @@ impl Cluster {
         })?;
         let models = config.registry.as_ref().map(|registry| {
             registry.attach_source(Arc::new(ClusterArtifacts::new(&config.name, view.clone())));
-            Arc::new(ClusterRegistry::new(
-                registry.clone(),
-                &config.name,
-                config.corrupt_chunks,
-            ))
+            Arc::new(
+                ClusterRegistry::new(registry.clone(), &config.name, config.corrupt_chunks)
+                    .with_nemesis(Arc::clone(view.nemesis())),
+            )
         });
         let (manager, _) = Actor::spawn(
             None,
@@ -142,8 +148,10 @@ impl Cluster {
         )
         .await
         .map_err(|e| format!("cannot start the cluster manager: {e}"))?;
-        let blobs = Arc::new(blob::Blobs::new(&config.name));
+        let blobs =
+            Arc::new(blob::Blobs::new(&config.name).with_nemesis(Arc::clone(view.nemesis())));
         let replicas = ReplicaSlot::default();
+        let raft = RaftSlot::default();
         let (agent, _) = Actor::spawn(
             None,
             NodeAgent,
@@ -154,6 +162,8 @@ impl Cluster {
                 blobs: Arc::clone(&blobs),
                 models,
                 replicas: Arc::clone(&replicas),
+                raft: Arc::clone(&raft),
+                nemesis: Arc::clone(view.nemesis()),
             },
         )
         .await
@@ -169,6 +179,7 @@ impl Cluster {
             manager,
             agent,
             replicas,
+            raft,
         })
     }
 
@@ -178,9 +189,19 @@ impl Cluster {
         let _ = self.replicas.set(host);
     }
 
+    /// Hands Raft messages from peers to `host` (the first host given stays).
+    pub fn serve_raft(&self, host: Arc<dyn RaftHost>) {
+        let _ = self.raft.set(host);
+    }
+
     /// The membership view.
     pub fn view(&self) -> &ClusterView {
         &self.view
+    }
+
+    /// The node's nemesis: every message to a peer asks it first.
+    pub fn nemesis(&self) -> Arc<Nemesis> {
+        Arc::clone(self.view.nemesis())
     }
 
     /// Stops the agent, the manager and the listener.

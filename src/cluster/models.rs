@@ -20,8 +20,8 @@
 //! cache and the checks are the registry's.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bincode::{Decode, Encode};
@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::agent::{AgentMsg, agent_of};
 use super::blob::{CHUNK, CHUNK_TIMEOUT, ChunkBytes, ChunkPlan, ChunkRequest, fetch_chunks};
+use super::nemesis::Nemesis;
 use super::view::ClusterView;
 use super::wire::{Heartbeat, Wire};
 use crate::registry::{ArtifactSource, Record, Registry, is_checksum};
@@ -73,6 +74,8 @@ pub struct ClusterRegistry {
     corrupt_chunks: AtomicU32,
     /// Per peer: (our digest, theirs) when we last sent records, and when.
     sent: Mutex<HashMap<String, (u64, u64, Instant)>>,
+    /// What records sent to peers go through.
+    nemesis: Arc<Nemesis>,
 }
 
 impl ClusterRegistry {
@@ -85,7 +88,14 @@ impl ClusterRegistry {
             me: me.to_owned(),
             corrupt_chunks: AtomicU32::new(corrupt_chunks),
             sent: Mutex::new(HashMap::new()),
+            nemesis: Arc::new(Nemesis::default()),
         }
+    }
+
+    /// The same, sending records to peers through `nemesis`.
+    pub fn with_nemesis(mut self, nemesis: Arc<Nemesis>) -> ClusterRegistry {
+        self.nemesis = nemesis;
+        self
     }
 
     /// The registry's digest and the artifacts held here, for a ping.
@@ -103,7 +113,8 @@ impl ClusterRegistry {
     /// our records (it merges them; its own records come back the same way
     /// when it hears our ping).
     pub fn heard(&self, ping: &Heartbeat) {
-        if ping.from == self.me {
+        // A registry in a replicated log gets records only through the log.
+        if ping.from == self.me || self.registry.is_replicated() {
             return;
         }
         let ours = self.registry.digest();
@@ -128,7 +139,8 @@ impl ClusterRegistry {
         let records = self.registry.records();
         debug!(peer = %ping.from, records = records.len(), "Sending registry records to a peer that differs.");
         for batch in records.chunks(SYNC_BATCH) {
-            let _ = peer.cast(AgentMsg::RegistrySync(Wire::new(batch.to_vec())));
+            let msg = AgentMsg::RegistrySync(Wire::new(batch.to_vec()));
+            let _ = self.nemesis.cast(&ping.from, &peer, msg);
         }
     }
 
@@ -253,7 +265,12 @@ impl ClusterArtifacts {
         }
         let mut failures = Vec::new();
         let mut manifest = None;
+        let nemesis = self.view.nemesis();
         for (name, agent) in &holders {
+            if let Err(e) = nemesis.admit(name).await {
+                failures.push(e);
+                continue;
+            }
             let asked = ractor::call_t!(
                 agent,
                 AgentMsg::ArtifactManifest,
@@ -284,6 +301,7 @@ impl ClusterArtifacts {
             let index = (offset / CHUNK as u64 + u64::from(attempt)) as usize % holders.len();
             let (name, agent) = holders[index].clone();
             async move {
+                nemesis.admit(&name).await?;
                 let req = ChunkRequest { hash, offset, len };
                 ractor::call_t!(
                     agent,

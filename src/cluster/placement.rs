@@ -106,9 +106,8 @@ impl Placement for ClusterPlacement {
             .entry(node.to_owned())
             .or_default() += 1;
         let input = self.blobs.pack(std::mem::take(&mut assignment.input));
-        agent
-            .cast(AgentMsg::Assign(Wire::new(Assigned { assignment, input })))
-            .map_err(|e| format!("cannot reach node {node}: {e}"))
+        let msg = AgentMsg::Assign(Wire::new(Assigned { assignment, input }));
+        self.view.nemesis().cast(node, &agent, msg)
     }
 
     fn stop(&self, node: &str, run_id: &str, key: TaskKey, attempt: u32) {
@@ -118,7 +117,8 @@ impl Placement for ClusterPlacement {
                 key,
                 attempt,
             };
-            let _ = agent.cast(AgentMsg::Stop(Wire::new(stop)));
+            let msg = AgentMsg::Stop(Wire::new(stop));
+            let _ = self.view.nemesis().cast(node, &agent, msg);
         }
     }
 

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use super::nemesis::Nemesis;
+
 /// What this node believes about a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,10 +64,12 @@ pub struct ClusterSnapshot {
     pub members: Vec<Member>,
 }
 
-/// A shared, cheap-to-clone handle on the membership view.
+/// A shared, cheap-to-clone handle on the membership view, and on the
+/// node's [`Nemesis`], which everything that talks to peers consults.
 #[derive(Debug, Clone)]
 pub struct ClusterView {
     inner: Arc<RwLock<ClusterSnapshot>>,
+    nemesis: Arc<Nemesis>,
 }
 
 impl ClusterView {
@@ -77,7 +81,20 @@ impl ClusterView {
                 joined,
                 members: vec![me],
             })),
+            nemesis: Arc::new(Nemesis::default()),
         }
+    }
+
+    /// The same view with `nemesis` in place of the disabled one it was
+    /// made with.
+    pub fn with_nemesis(mut self, nemesis: Arc<Nemesis>) -> ClusterView {
+        self.nemesis = nemesis;
+        self
+    }
+
+    /// The node's nemesis (disabled unless the node's config enables it).
+    pub fn nemesis(&self) -> &Arc<Nemesis> {
+        &self.nemesis
     }
 
     /// A copy of the current view.

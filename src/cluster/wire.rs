@@ -176,3 +176,34 @@ mod tests {
         assert!(Wire::<Finished>::from_bytes(vec![0xff; 64]).0.is_err());
     }
 }
+
+/// What a [`RaftRpc`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum RaftKind {
+    /// openraft's `AppendEntries`.
+    AppendEntries,
+    /// openraft's `Vote`.
+    Vote,
+    /// openraft's `InstallSnapshot` (one chunk).
+    InstallSnapshot,
+    /// A command for the leader to commit (from a node that is not it).
+    Write,
+}
+
+/// A Raft message between nodes. `body` is the openraft request (or the
+/// command, for `Write`) in bincode's serde encoding: openraft's types are
+/// serde types.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct RaftRpc {
+    /// Sender's node name.
+    pub from: String,
+    /// What is asked.
+    pub kind: RaftKind,
+    /// The encoded request.
+    pub body: Vec<u8>,
+}
+
+/// The answer to a [`RaftRpc`]: the encoded openraft response, or why
+/// there is none.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct RaftReply(pub Result<Vec<u8>, String>);

@@ -119,6 +119,9 @@ pub struct Shared {
     live: std::sync::RwLock<HashMap<String, ActorRef<RunMsg>>>,
     /// The node's name, shared by every attempt's tracing span.
     node: Arc<str>,
+    /// Journals of `replicated` runs, once the node takes part in the
+    /// replicated log.
+    replicated: std::sync::OnceLock<Arc<dyn RunStore>>,
 }
 
 impl fmt::Debug for Shared {
@@ -149,6 +152,27 @@ impl Shared {
         };
     }
 
+    /// The store of `replicated` journals.
+    pub(crate) fn replicated_store(&self) -> Result<Arc<dyn RunStore>, SubmitError> {
+        self.replicated
+            .get()
+            .cloned()
+            .ok_or(SubmitError::ReplicatedUnsupported)
+    }
+
+    /// The store that holds `run_id`'s journal, if any does.
+    pub(crate) fn store_of(&self, run_id: &str) -> Result<Option<Arc<dyn RunStore>>, StoreError> {
+        if self.store.summary(run_id)?.is_some() {
+            return Ok(Some(Arc::clone(&self.store)));
+        }
+        if let Some(replicated) = self.replicated.get() {
+            if replicated.summary(run_id)?.is_some() {
+                return Ok(Some(Arc::clone(replicated)));
+            }
+        }
+        Ok(None)
+    }
+
     fn run_config(&self) -> RunConfig {
         RunConfig {
             node: self.config.node.clone(),
@@ -162,8 +186,9 @@ impl Shared {
 pub enum SubmitError {
     /// The workflow asked for a durability level this build cannot give.
     #[error(
-        "durability \"replicated\" is not available yet: replicated journals need a cluster \
-         with a quorum of nodes; use \"local\" (survives a restart of this node) or \"none\""
+        "durability \"replicated\" needs a node that takes part in a replicated log (set \
+         `raft.voters` in the node config of a cluster of 3 or 5 voters); use \"local\" \
+         (survives a restart of this node) or \"none\""
     )]
     ReplicatedUnsupported,
     /// No such run in the store.
@@ -210,6 +235,7 @@ impl Engine {
             recent: query::Recent::default(),
             placement: std::sync::OnceLock::new(),
             live: std::sync::RwLock::new(HashMap::new()),
+            replicated: std::sync::OnceLock::new(),
         });
         let (supervisor, _) = Actor::spawn(None, EngineSupervisor, Arc::clone(&shared))
             .await
@@ -229,7 +255,7 @@ impl Engine {
         inputs: Map,
     ) -> Result<RunHandle, SubmitError> {
         if workflow.durability == Durability::Replicated {
-            return Err(SubmitError::ReplicatedUnsupported);
+            self.shared.replicated_store()?;
         }
         let run_id = ulid::Ulid::new().to_string();
         self.start_run(
@@ -259,6 +285,36 @@ impl Engine {
             }
             Some(_) => self.start_run(run_id.to_owned(), RunMode::Resume).await,
         }
+    }
+
+    /// Journals `replicated` runs in `store` from now on (once).
+    pub fn attach_replicated(&self, store: Arc<dyn RunStore>) {
+        let _ = self.shared.replicated.set(store);
+    }
+
+    /// Continues a `replicated` run that this node now owns at `epoch`,
+    /// from the replicated journal: succeeded tasks are kept, attempts that
+    /// were in flight run again with new attempt numbers.
+    ///
+    /// # Errors
+    /// When the run is already live here or cannot be rebuilt.
+    pub async fn take_over(&self, run_id: &str, epoch: u64) -> Result<RunHandle, SubmitError> {
+        self.start_run(run_id.to_owned(), RunMode::Takeover { epoch })
+            .await
+    }
+
+    /// Stops the live run `run_id` if it runs here at an epoch below
+    /// `epoch` (another node took it over). Whether one was live.
+    pub async fn give_up(&self, run_id: &str, _owner: &str, epoch: u64) -> bool {
+        match self.shared.live_run(run_id) {
+            Some(actor) => actor.cast(RunMsg::GiveUp { epoch }).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Whether a run actor for `run_id` is live on this node.
+    pub fn is_live(&self, run_id: &str) -> bool {
+        self.shared.live_run(run_id).is_some()
     }
 
     /// Resumes every run of the store that had not finished (what a node
@@ -294,7 +350,12 @@ impl Engine {
     /// # Errors
     /// When the store cannot be read.
     pub fn runs(&self) -> Result<Vec<crate::store::RunSummary>, StoreError> {
-        self.shared.store.summaries()
+        let mut runs = self.shared.store.summaries()?;
+        if let Some(replicated) = self.shared.replicated.get() {
+            runs.extend(replicated.summaries()?);
+            runs.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        }
+        Ok(runs)
     }
 
     /// Live journal events of every run.
@@ -448,6 +509,8 @@ pub struct LiveRun {
     actor: ActorRef<RunMsg>,
     outcome: watch::Sender<Option<Arc<RunOutcome>>>,
     durability: Durability,
+    /// Ownership epoch of a `replicated` run (0 otherwise).
+    epoch: u64,
     restarts: u32,
 }
 
@@ -491,6 +554,7 @@ impl Actor for EngineSupervisor {
                 let durability = match &mode {
                     RunMode::Fresh { workflow, .. } => workflow.durability,
                     RunMode::Resume => Durability::Local,
+                    RunMode::Takeover { .. } => Durability::Replicated,
                 };
                 let (tx, rx) = watch::channel(None);
                 let result = state
@@ -565,11 +629,15 @@ impl Actor for EngineSupervisor {
                     && live.restarts < state.shared.config.max_run_restarts;
                 if restartable {
                     warn!(run = %run_id, restarts = live.restarts + 1, "Restarting run from its journal.");
+                    let mode = match live.durability {
+                        Durability::Replicated => RunMode::Takeover { epoch: live.epoch },
+                        _ => RunMode::Resume,
+                    };
                     let restarted = state
                         .spawn(
                             &myself,
                             run_id.clone(),
-                            RunMode::Resume,
+                            mode,
                             live.outcome.clone(),
                             live.durability,
                             live.restarts + 1,
@@ -620,6 +688,11 @@ impl SupervisorState {
         if self.runs.contains_key(&run_id) {
             return Err(format!("run {run_id} is already live"));
         }
+        let epoch = match &mode {
+            RunMode::Takeover { epoch } => *epoch,
+            _ if durability == Durability::Replicated => 1,
+            _ => 0,
+        };
         let args = RunArgs {
             run_id: run_id.clone(),
             mode,
@@ -639,6 +712,7 @@ impl SupervisorState {
                 actor,
                 outcome,
                 durability,
+                epoch,
                 restarts,
             },
         );

@@ -107,11 +107,11 @@ impl Engine {
         if let Some(info) = self.shared.recent.find(run_id) {
             return Ok(Some(info));
         }
-        if self.shared.store.summary(run_id)?.is_none() {
+        let Some(store) = self.shared.store_of(run_id)? else {
             return Ok(None);
-        }
-        let (state, _, created) =
-            replay(&self.shared, run_id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        };
+        let (state, _, created) = replay(&self.shared, store.as_ref(), run_id)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(Some(RunInfo::of(&state, created)))
     }
 
@@ -121,8 +121,10 @@ impl Engine {
     /// # Errors
     /// When the store cannot be read or a record is corrupt.
     pub fn history(&self, run_id: &str) -> Result<Vec<(u64, JournalEvent)>, StoreError> {
-        self.shared
-            .store
+        let Some(store) = self.shared.store_of(run_id)? else {
+            return Ok(Vec::new());
+        };
+        store
             .journal(run_id)?
             .iter()
             .enumerate()

@@ -58,6 +58,11 @@ pub enum RunMsg {
     Snapshot(RpcReplyPort<RunInfo>),
     /// A node was declared down: attempts placed there are lost.
     NodeLost(String),
+    /// Another node owns the run from `epoch` on: stop without an outcome.
+    GiveUp {
+        /// The new owner's epoch.
+        epoch: u64,
+    },
 }
 
 // Local only: never crosses nodes (the node agent is the remote face).
@@ -75,8 +80,14 @@ pub enum RunMode {
         /// Inputs, defaults filled in.
         inputs: Map,
     },
-    /// Rebuild from the journal and continue.
+    /// Rebuild from the local journal and continue.
     Resume,
+    /// Rebuild a `replicated` run from the replicated journal and continue
+    /// as its owner at `epoch`.
+    Takeover {
+        /// The ownership epoch this node holds.
+        epoch: u64,
+    },
 }
 
 /// Arguments of a run actor.
@@ -107,6 +118,8 @@ pub struct RunActorState {
     executors: Vec<(Arc<dyn Executor>, Arc<str>)>,
     /// `None` for `durability: none`.
     journal: Option<Arc<dyn RunStore>>,
+    /// Ownership epoch of a `replicated` run (0 otherwise).
+    epoch: u64,
     next_seq: u64,
     durable_seq: u64,
     /// Actions waiting for the journal: (sequence that must be durable, action).
@@ -146,6 +159,11 @@ impl Actor for RunActor {
             outcome,
         } = args;
         let now = now_ms();
+        let epoch = match &mode {
+            RunMode::Fresh { workflow, .. } if workflow.durability == Durability::Replicated => 1,
+            RunMode::Takeover { epoch } => *epoch,
+            _ => 0,
+        };
         let (machine, submitted, next_seq, created_ms, begin) = match mode {
             RunMode::Fresh {
                 workflow,
@@ -169,8 +187,13 @@ impl Actor for RunActor {
                     Input::Start { now_ms: now },
                 )
             }
-            RunMode::Resume => {
-                let (machine, events, created) = replay(&shared, &run_id)?;
+            RunMode::Resume | RunMode::Takeover { .. } => {
+                let store = if epoch > 0 {
+                    shared.replicated_store()?
+                } else {
+                    Arc::clone(&shared.store)
+                };
+                let (machine, events, created) = replay(&shared, store.as_ref(), &run_id)?;
                 (
                     machine,
                     None,
@@ -194,7 +217,8 @@ impl Actor for RunActor {
             .collect::<Result<Vec<_>, _>>()?;
         let journal = match machine.workflow().durability {
             Durability::None => None,
-            _ => Some(Arc::clone(&shared.store)),
+            Durability::Local => Some(Arc::clone(&shared.store)),
+            Durability::Replicated => Some(shared.replicated_store()?),
         };
         let state = RunActorState {
             run_id: Arc::from(run_id.as_str()),
@@ -203,6 +227,7 @@ impl Actor for RunActor {
             outcome,
             executors,
             journal,
+            epoch,
             next_seq,
             durable_seq: next_seq,
             deferred: VecDeque::new(),
@@ -274,6 +299,12 @@ impl Actor for RunActor {
                     state.durable_seq = state.durable_seq.max(upto);
                     state.release(&myself).await;
                 }
+                Err(StoreError::Fenced(why)) => {
+                    // Another node took the run over: it carries on from
+                    // the replicated journal; nothing more happens here.
+                    info!(run = %state.run_id, reason = %why, "Run taken over elsewhere; giving it up.");
+                    state.give_up(&myself);
+                }
                 Err(e) => {
                     // The journal can no longer be trusted to hold what
                     // happens next: stop here; the run stays `running` on disk
@@ -306,6 +337,12 @@ impl Actor for RunActor {
             }
             RunMsg::Snapshot(reply) => {
                 let _ = reply.send(RunInfo::of(&state.machine, state.created_ms));
+            }
+            RunMsg::GiveUp { epoch } => {
+                if state.epoch > 0 && state.epoch < epoch {
+                    info!(run = %state.run_id, epoch, "Run taken over elsewhere; giving it up.");
+                    state.give_up(&myself);
+                }
             }
         }
         Ok(())
@@ -344,9 +381,10 @@ impl Actor for RunActor {
 /// Rebuilds a run from its journal.
 pub(crate) fn replay(
     shared: &Shared,
+    store: &dyn RunStore,
     run_id: &str,
 ) -> Result<(RunState, u64, u64), ActorProcessingErr> {
-    let records = shared.store.journal(run_id)?;
+    let records = store.journal(run_id)?;
     let mut events = records.iter().map(|r| JournalEvent::decode(r));
     let Some(Ok(JournalEvent::RunSubmitted {
         source,
@@ -423,6 +461,7 @@ impl RunActorState {
                     AppendBatch {
                         run: self.run_id.to_string(),
                         first_seq,
+                        epoch: self.epoch,
                         events: batch,
                         summary,
                     },
@@ -590,6 +629,24 @@ impl RunActorState {
                 format!("cannot start attempt: {e}"),
             )),
         }
+    }
+
+    /// Stops the run here without an outcome (another node owns it now):
+    /// local attempts are killed, remote ones told to stop.
+    fn give_up(&mut self, myself: &ActorRef<RunMsg>) {
+        metrics::counter!("symphony_runs_given_up_total").increment(1);
+        self.deferred.clear();
+        for (_, _, actor) in self.attempts.values() {
+            actor.kill();
+        }
+        let remote: Vec<_> = self.remote.drain().collect();
+        if let Some(p) = self.shared.placement.get() {
+            for (key, (attempt, node)) in remote {
+                p.stop(&node, &self.run_id, key, attempt);
+                p.released(&node);
+            }
+        }
+        myself.stop(Some("taken over by another node".into()));
     }
 
     /// Chooses the node for the next attempt of `key`.

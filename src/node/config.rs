@@ -30,6 +30,8 @@
 //! | `pipelines` | `--pipelines` | `SYMPHONY_PIPELINES` | none (a folder of pipeline workflows registered at start) |
 //! | `model_cache` | `--model-cache` | `SYMPHONY_MODEL_CACHE` | 2GiB |
 //! | `chaos.corrupt_chunks` | `--chaos-corrupt-chunks` | `SYMPHONY_CHAOS_CORRUPT_CHUNKS` | 0 (a testing aid) |
+//! | `raft.voters` | `--raft-voters` (comma-separated) | `SYMPHONY_RAFT_VOTERS` (comma-separated) | none (no replicated log) |
+//! | `chaos.nemesis` | `--chaos-nemesis[=BOOL]` | `SYMPHONY_CHAOS_NEMESIS` | false (a testing aid) |
 //!
 //! Relative paths (`data_dir`, `cookie_file`, `api_token_file`, `pipelines`) are taken
 //! from the node's working directory, wherever they are written.
@@ -81,11 +83,15 @@ const KEYS: &[&str] = &[
     "exec_allow",
     "pipelines",
     "model_cache",
+    "raft",
     "chaos",
 ];
 
+/// Keys of the `raft` section.
+const RAFT_KEYS: &[&str] = &["voters"];
+
 /// Keys of the `chaos` section.
-const CHAOS_KEYS: &[&str] = &["corrupt_chunks"];
+const CHAOS_KEYS: &[&str] = &["corrupt_chunks", "nemesis"];
 
 /// Keys of the `heartbeat` section.
 const HEARTBEAT_KEYS: &[&str] = &["interval", "suspect_after", "down_after"];
@@ -193,8 +199,19 @@ pub struct NodeConfig {
     /// deleted (artifacts registered on the node are never). Written as a
     /// size (`2GiB`, `500MB`, `1048576`). Default 2GiB.
     pub model_cache: u64,
+    /// The replicated log (`durability: replicated`). Default: none.
+    pub raft: RaftSection,
     /// Fault injection for tests. Default: none.
     pub chaos: ChaosConfig,
+}
+
+/// The replicated log that `replicated` runs are journaled in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RaftSection {
+    /// The names of the voting nodes: 3 or 5, the same list on every node.
+    /// Every other node of the cluster joins as a learner. Empty (the
+    /// default): the node takes no part, and `replicated` runs are refused.
+    pub voters: Vec<String>,
 }
 
 /// Fault injection, a testing aid: every option is off by default and
@@ -205,6 +222,10 @@ pub struct ChaosConfig {
     /// peers (the fetching node must refuse and fetch them again).
     /// Default 0.
     pub corrupt_chunks: u32,
+    /// Enable the nemesis: the node takes faults (drop or delay its
+    /// traffic to chosen peers) through `/api/v1/chaos/faults`. Default
+    /// false.
+    pub nemesis: bool,
 }
 
 impl Default for NodeConfig {
@@ -227,6 +248,7 @@ impl Default for NodeConfig {
             heartbeat: HeartbeatConfig::default(),
             exec_allow: None,
             model_cache: DEFAULT_MODEL_CACHE,
+            raft: RaftSection::default(),
             chaos: ChaosConfig::default(),
         }
     }
@@ -253,6 +275,7 @@ impl fmt::Debug for NodeConfig {
             .field("heartbeat", &self.heartbeat)
             .field("exec_allow", &self.exec_allow)
             .field("model_cache", &self.model_cache)
+            .field("raft", &self.raft)
             .field("chaos", &self.chaos)
             .finish()
     }
@@ -352,6 +375,21 @@ pub struct NodeArgs {
     /// peers [default: 0].
     #[arg(long, value_name = "N", hide = true)]
     pub chaos_corrupt_chunks: Option<String>,
+    /// The voting nodes of the replicated log, by name (3 or 5, the same on
+    /// every node; repeatable or comma-separated) [default: none].
+    #[arg(long = "raft-voters", value_name = "NAME", value_delimiter = ',')]
+    pub raft_voters: Vec<String>,
+    /// Testing aid: let the node take faults (drop or delay its traffic to
+    /// chosen peers) through /api/v1/chaos/faults [default: false].
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        hide = true
+    )]
+    pub chaos_nemesis: Option<String>,
     /// Check the configuration, print it with secrets hidden, and exit.
     #[arg(long)]
     pub check: bool,
@@ -496,7 +534,17 @@ impl NodeConfig {
             heartbeat: BTreeMap<&'static str, String>,
             exec_allow: &'a Option<Vec<String>>,
             model_cache: String,
-            chaos: BTreeMap<&'static str, u32>,
+            raft: ShownRaft<'a>,
+            chaos: ShownChaos,
+        }
+        #[derive(serde::Serialize)]
+        struct ShownRaft<'a> {
+            voters: &'a [String],
+        }
+        #[derive(serde::Serialize)]
+        struct ShownChaos {
+            corrupt_chunks: u32,
+            nemesis: bool,
         }
         let show = |d: Duration| humantime::format_duration(d).to_string();
         let shown = Shown {
@@ -522,7 +570,13 @@ impl NodeConfig {
             ]),
             exec_allow: &self.exec_allow,
             model_cache: show_bytes(self.model_cache),
-            chaos: BTreeMap::from([("corrupt_chunks", self.chaos.corrupt_chunks)]),
+            raft: ShownRaft {
+                voters: &self.raft.voters,
+            },
+            chaos: ShownChaos {
+                corrupt_chunks: self.chaos.corrupt_chunks,
+                nemesis: self.chaos.nemesis,
+            },
         };
         serde_yaml::to_string(&shown).unwrap_or_default()
     }
@@ -600,6 +654,22 @@ impl NodeConfig {
         }
         if self.slots == 0 {
             problems.push("slots: must be at least 1".into());
+        }
+        let voters = &self.raft.voters;
+        let distinct: std::collections::BTreeSet<&String> = voters.iter().collect();
+        if !voters.is_empty() && !matches!(voters.len(), 3 | 5) {
+            problems.push(format!(
+                "raft.voters: {} voters given; a replicated log needs 3 or 5 (a majority of them must be up to commit)",
+                voters.len()
+            ));
+        } else if distinct.len() != voters.len() {
+            problems.push("raft.voters: a node is listed twice".into());
+        }
+        if voters
+            .iter()
+            .any(|v| v.trim().is_empty() || v.chars().any(char::is_whitespace))
+        {
+            problems.push("raft.voters: names must not be empty or contain spaces".into());
         }
         if self.max_invocations == 0 {
             problems.push("max_invocations: must be at least 1".into());
@@ -679,6 +749,8 @@ struct Layer {
     exec_allow: Option<Vec<String>>,
     model_cache: Option<u64>,
     corrupt_chunks: Option<u32>,
+    nemesis: Option<bool>,
+    voters: Option<Vec<String>>,
 }
 
 impl Layer {
@@ -718,6 +790,8 @@ impl Layer {
         }
         set(&mut config.model_cache, self.model_cache);
         set(&mut config.chaos.corrupt_chunks, self.corrupt_chunks);
+        set(&mut config.chaos.nemesis, self.nemesis);
+        set(&mut config.raft.voters, self.voters);
     }
 }
 
@@ -817,6 +891,7 @@ fn file_layer(path: &Path, problems: &mut Vec<String>) -> Layer {
             "exec_allow" => layer.exec_allow = file.strings(key, value),
             "model_cache" => layer.model_cache = file.parsed(key, value, parse_bytes),
             "chaos" => file.chaos(value, &mut layer),
+            "raft" => file.raft(value, &mut layer),
             other => file.unknown(other, KEYS, ""),
         }
     }
@@ -992,6 +1067,26 @@ impl FileReader<'_> {
 }
 
 impl FileReader<'_> {
+    fn raft(&mut self, value: &Yaml, layer: &mut Layer) {
+        let Yaml::Mapping(entries) = value else {
+            self.problem(
+                "raft",
+                format!(
+                    "expected a mapping such as {{ voters: [node-a, node-b, node-c] }}, found {}",
+                    yaml_kind(value)
+                ),
+            );
+            return;
+        };
+        for (k, v) in entries {
+            match k.as_str() {
+                Some("voters") => layer.voters = self.strings("raft.voters", v),
+                Some(other) => self.unknown(other, RAFT_KEYS, "raft."),
+                None => self.problem("raft", "keys must be strings"),
+            }
+        }
+    }
+
     fn chaos(&mut self, value: &Yaml, layer: &mut Layer) {
         let Yaml::Mapping(entries) = value else {
             self.problem(
@@ -1018,6 +1113,7 @@ impl FileReader<'_> {
                 "corrupt_chunks" => {
                     layer.corrupt_chunks = self.parsed("chaos.corrupt_chunks", v, parse_u32);
                 }
+                "nemesis" => layer.nemesis = self.parsed("chaos.nemesis", v, parse_bool),
                 other => self.unknown(other, CHAOS_KEYS, "chaos."),
             }
         }
@@ -1110,6 +1206,10 @@ pub mod env {
     pub const MODEL_CACHE: &str = "SYMPHONY_MODEL_CACHE";
     /// `chaos.corrupt_chunks`.
     pub const CHAOS_CORRUPT_CHUNKS: &str = "SYMPHONY_CHAOS_CORRUPT_CHUNKS";
+    /// `chaos.nemesis`.
+    pub const CHAOS_NEMESIS: &str = "SYMPHONY_CHAOS_NEMESIS";
+    /// `raft.voters`, comma-separated.
+    pub const RAFT_VOTERS: &str = "SYMPHONY_RAFT_VOTERS";
 
     /// Every variable the node reads.
     pub const ALL: &[&str] = &[
@@ -1133,6 +1233,8 @@ pub mod env {
         EXEC_ALLOW,
         MODEL_CACHE,
         CHAOS_CORRUPT_CHUNKS,
+        CHAOS_NEMESIS,
+        RAFT_VOTERS,
     ];
 }
 
@@ -1190,6 +1292,8 @@ fn env_layer(get: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -
             parse_u32,
             p,
         ),
+        nemesis: parsed(env::CHAOS_NEMESIS, var(env::CHAOS_NEMESIS), parse_bool, p),
+        voters: var(env::RAFT_VOTERS).map(|s| comma_list(&s)),
     }
 }
 
@@ -1277,6 +1381,8 @@ fn flag_layer(args: &NodeArgs, problems: &mut Vec<String>) -> Layer {
             parse_u32,
             p,
         ),
+        nemesis: parsed("--chaos-nemesis", args.chaos_nemesis.clone(), parse_bool, p),
+        voters: (!args.raft_voters.is_empty()).then(|| comma_list(&args.raft_voters.join(","))),
     }
 }
 
@@ -1294,6 +1400,14 @@ fn parse_count(text: &str) -> Result<usize, String> {
     text.trim()
         .parse()
         .map_err(|_| format!("{text:?} is not a whole number"))
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(format!("{text:?} is not a boolean; expected true or false")),
+    }
 }
 
 fn parse_u32(text: &str) -> Result<u32, String> {
@@ -1611,6 +1725,54 @@ mod tests {
         );
         assert!(
             problems[1].contains("did you mean \"chaos.corrupt_chunks\"?"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_nemesis_is_off_unless_a_layer_enables_it() {
+        assert_eq!(parse_bool("true"), Ok(true));
+        assert_eq!(parse_bool(" ON "), Ok(true));
+        assert_eq!(parse_bool("0"), Ok(false));
+        assert!(parse_bool("maybe").unwrap_err().contains("not a boolean"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.yaml");
+        std::fs::write(&file, "chaos: { nemesis: true }\n").unwrap();
+        let with_file = NodeArgs {
+            config: Some(file.clone()),
+            ..NodeArgs::default()
+        };
+        let none = |_: &str| None;
+        let c = NodeConfig::load_with_env(&NodeArgs::default(), none).unwrap();
+        assert!(!c.chaos.nemesis);
+        let c = NodeConfig::load_with_env(&with_file, none).unwrap();
+        assert!(c.chaos.nemesis);
+        assert!(c.to_redacted_yaml().contains("nemesis: true"));
+        let env = |key: &str| (key == env::CHAOS_NEMESIS).then(|| "false".to_owned());
+        let c = NodeConfig::load_with_env(&with_file, env).unwrap();
+        assert!(!c.chaos.nemesis);
+        let flagged = NodeArgs {
+            chaos_nemesis: Some("true".into()),
+            ..with_file.clone()
+        };
+        let c = NodeConfig::load_with_env(&flagged, env).unwrap();
+        assert!(c.chaos.nemesis);
+
+        std::fs::write(&file, "chaos: { nemesis: sometimes }\n").unwrap();
+        let problems = NodeConfig::load_with_env(&with_file, none)
+            .unwrap_err()
+            .problems()
+            .to_vec();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("chaos.nemesis"), "{problems:?}");
+        let env = |key: &str| (key == env::CHAOS_NEMESIS).then(|| "2".to_owned());
+        let problems = NodeConfig::load_with_env(&NodeArgs::default(), env)
+            .unwrap_err()
+            .problems()
+            .to_vec();
+        assert!(
+            problems[0].contains("SYMPHONY_CHAOS_NEMESIS"),
             "{problems:?}"
         );
     }

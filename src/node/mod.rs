@@ -4,16 +4,19 @@
 //! SIGTERM.
 
 pub mod config;
+mod registry_log;
 
 use std::sync::Arc;
 
 use tracing::info;
 
 pub use self::config::NodeConfig;
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiState, RaftPart};
 use crate::cluster::{Cluster, ClusterConfig, HeartbeatTimes};
 use crate::engine::{Engine, EngineConfig, SubmittedSource};
 use crate::executor::Executors;
+use crate::raft::journal::ReplicatedStore;
+use crate::raft::{RaftConfig, Replication, failover};
 use crate::registry::Registry;
 use crate::serving::{
     BatchConfig, MODEL_EXECUTOR, ModelExecutor, ModelHost, PipelineConfig, Pipelines,
@@ -36,6 +39,15 @@ pub async fn run(config: NodeConfig) -> Result<(), String> {
     let store = Arc::new(SledStore::open(&config.data_dir).map_err(|e| e.to_string())?);
     let registry = Registry::open(&config.data_dir, &config.name).map_err(|e| e.to_string())?;
     registry.set_cache_limit(config.model_cache);
+    // With a replicated log, registry writes go through it (strongly
+    // consistent) instead of spreading by anti-entropy: the registry is
+    // told before the cluster starts, so it never merges a record from
+    // elsewhere.
+    let registry_log = (!config.raft.voters.is_empty()).then(|| {
+        let log = Arc::new(registry_log::RegistryLog::default());
+        registry.attach_log(log.clone());
+        log
+    });
     let mut executors = Executors::standard(&config.executor_config());
     let models = ModelHost::new(registry.clone(), BatchConfig::default());
     executors.insert(MODEL_EXECUTOR, Arc::new(ModelExecutor::new(models.clone())));
@@ -73,10 +85,40 @@ pub async fn run(config: NodeConfig) -> Result<(), String> {
             },
             registry: Some(registry.clone()),
             corrupt_chunks: config.chaos.corrupt_chunks,
+            nemesis: config.chaos.nemesis,
         },
         engine.clone(),
     )
     .await?;
+    let raft = if config.raft.voters.is_empty() {
+        None
+    } else {
+        let db = sled::open(config.data_dir.join("raft"))
+            .map_err(|e| format!("cannot open the replicated log's data: {e}"))?;
+        let replication = Replication::start(
+            RaftConfig {
+                registry: Some(Arc::new(registry_log::ApplyToRegistry(registry.clone()))),
+                ..RaftConfig::new(&config.name, config.raft.voters.clone())
+            },
+            &db,
+            &cluster,
+        )
+        .await?;
+        if let Some(log) = &registry_log {
+            log.bind(&replication);
+        }
+        let journal = Arc::new(ReplicatedStore::new(Arc::clone(&replication)));
+        engine.attach_replicated(journal.clone());
+        tokio::spawn(failover::run(
+            Arc::clone(&replication),
+            engine.clone(),
+            cluster.view().clone(),
+        ));
+        Some(RaftPart {
+            replication,
+            journal,
+        })
+    };
     // Deployments place replicas over the membership view; peers reach
     // this node's replicas through its agent.
     models.serve_deployments(cluster.view().clone());
@@ -112,11 +154,15 @@ pub async fn run(config: NodeConfig) -> Result<(), String> {
         registry,
         pipelines,
         models: Some(models.clone()),
+        raft: raft.clone(),
         ..ApiState::new(engine.clone(), executors, cluster.view().clone())
     };
     let served = api::serve(listener, state, stopped()).await;
     cluster.stop().await;
     engine.shutdown().await;
+    if let Some(raft) = &raft {
+        raft.replication.shutdown().await;
+    }
     models.stop();
     served.map_err(|e| format!("http server failed: {e}"))
 }

@@ -413,6 +413,87 @@ impl Catalog {
             .unwrap_or_default()
     }
 
+    /// Decides whether `record`, committed through the replicated log, takes
+    /// effect, and how. Every node applies the same records in the same
+    /// order to the same catalog, so every node decides the same:
+    ///
+    /// - a version takes the next number of its model *now* (numbers are
+    ///   given out in log order, never twice; `registered_as` is set to it);
+    /// - an alias, a deletion and a deployment are checked against the
+    ///   catalog now: an alias or deployment whose version was deleted by
+    ///   an earlier entry, a deletion of a version an earlier entry aliased
+    ///   or deployed, and a deployment written from a generation another
+    ///   write already replaced are refused;
+    /// - an alias or deployment whose stamp does not beat the current one
+    ///   (the writer's clock lags) gets the stamp right after it, so the
+    ///   later entry in the log wins, whatever the clocks say.
+    ///
+    /// A version already known is returned as it is (merging it changes
+    /// nothing).
+    ///
+    /// # Errors
+    /// Why the record is refused; the catalog is unchanged.
+    pub fn admit(&self, record: Record) -> Result<Record, RegistryError> {
+        let after = |current: Stamp| {
+            let mut clock = super::Clock::new();
+            clock.observe(current);
+            clock.tick(0)
+        };
+        match record {
+            Record::Version(mut v) => {
+                let known = self
+                    .models
+                    .get(&v.name)
+                    .is_some_and(|m| m.versions.contains_key(&v.id()));
+                if !known {
+                    v.version = self.next_number(&v.name)?;
+                    v.registered_as = v.version;
+                }
+                Ok(Record::Version(v))
+            }
+            Record::Alias(mut a) => {
+                a.version = self.version_by_id(&a.name, &a.target)?.version;
+                let current = self
+                    .models
+                    .get(&a.name)
+                    .and_then(|m| m.aliases.get(&a.alias));
+                if let Some(current) = current {
+                    if (current.stamp, &current.by) >= (a.stamp, &a.by) {
+                        a.stamp = after(current.stamp);
+                    }
+                }
+                Ok(Record::Alias(a))
+            }
+            Record::Deletion(mut d) => {
+                let number = self.version_by_id(&d.name, &d.target)?.version;
+                self.check_delete(&d.name, number)?;
+                d.version = number;
+                Ok(Record::Deletion(d))
+            }
+            Record::Deployment(mut d) => {
+                if let Some(spec) = &d.spec {
+                    for id in spec.targets() {
+                        self.version_by_id(&d.name, id)?;
+                    }
+                }
+                let current = self.deployment(&d.name);
+                let generation = current.map_or(0, |c| c.generation);
+                if d.generation != generation + 1 {
+                    return Err(RegistryError::DeploymentChanged {
+                        name: d.name,
+                        generation,
+                    });
+                }
+                if let Some(current) = current {
+                    if (current.stamp, &current.by) >= (d.stamp, &d.by) {
+                        d.stamp = after(current.stamp);
+                    }
+                }
+                Ok(Record::Deployment(d))
+            }
+        }
+    }
+
     fn model(&self, name: &str) -> Result<&Model, RegistryError> {
         self.models
             .get(name)

@@ -75,7 +75,8 @@ impl Registry {
                 ));
             }
         }
-        let mut state = self.lock();
+        let record = self.write(|state| {
+        let invalid = |why: String| Err(RegistryError::InvalidDeployment(why));
         let primary = state.catalog.resolve(&ModelRef {
             name: name.to_owned(),
             version: request.version.clone(),
@@ -117,15 +118,17 @@ impl Registry {
             placement: request.placement.clone(),
         };
         let current = state.catalog.deployment(name).cloned();
-        let record = Deployment {
+        Ok(Record::Deployment(Deployment {
             name: name.to_owned(),
             generation: current.as_ref().map_or(1, |d| d.generation + 1),
             previous: current.and_then(|d| d.spec),
             spec: Some(spec),
             stamp: state.clock.tick(now_ms()),
             by: self.inner.node.clone(),
-        };
-        self.commit(&mut state, Record::Deployment(record.clone()))?;
+        }))
+        })?;
+        let record = deployment(record)?;
+        let primary_version = record.spec.as_ref().map_or(0, |s| s.primary_version);
         info!(
             model = %name,
             version = primary_version,
@@ -146,28 +149,29 @@ impl Registry {
     /// deployment deleted since; a storage failure.
     pub fn rollback(&self, name: &str) -> Result<Deployment, RegistryError> {
         check_name(name)?;
-        let mut state = self.lock();
-        let current = state
-            .catalog
-            .deployment(name)
-            .cloned()
-            .ok_or_else(|| RegistryError::NotDeployed(name.to_owned()))?;
-        let previous = current
-            .previous
-            .clone()
-            .ok_or_else(|| RegistryError::NoPreviousDeployment(name.to_owned()))?;
-        for id in previous.targets() {
-            state.catalog.version_by_id(name, id)?;
-        }
-        let record = Deployment {
-            name: name.to_owned(),
-            generation: current.generation + 1,
-            spec: Some(previous),
-            previous: current.spec,
-            stamp: state.clock.tick(now_ms()),
-            by: self.inner.node.clone(),
-        };
-        self.commit(&mut state, Record::Deployment(record.clone()))?;
+        let record = self.write(|state| {
+            let current = state
+                .catalog
+                .deployment(name)
+                .cloned()
+                .ok_or_else(|| RegistryError::NotDeployed(name.to_owned()))?;
+            let previous = current
+                .previous
+                .clone()
+                .ok_or_else(|| RegistryError::NoPreviousDeployment(name.to_owned()))?;
+            for id in previous.targets() {
+                state.catalog.version_by_id(name, id)?;
+            }
+            Ok(Record::Deployment(Deployment {
+                name: name.to_owned(),
+                generation: current.generation + 1,
+                spec: Some(previous),
+                previous: current.spec,
+                stamp: state.clock.tick(now_ms()),
+                by: self.inner.node.clone(),
+            }))
+        })?;
+        let record = deployment(record)?;
         info!(model = %name, generation = record.generation, "Model deployment rolled back.");
         Ok(record)
     }
@@ -179,22 +183,23 @@ impl Registry {
     /// [`RegistryError::NotDeployed`]; a storage failure.
     pub fn undeploy(&self, name: &str) -> Result<Deployment, RegistryError> {
         check_name(name)?;
-        let mut state = self.lock();
-        let current = state
-            .catalog
-            .deployment(name)
-            .cloned()
-            .filter(|d| d.spec.is_some())
-            .ok_or_else(|| RegistryError::NotDeployed(name.to_owned()))?;
-        let record = Deployment {
-            name: name.to_owned(),
-            generation: current.generation + 1,
-            spec: None,
-            previous: current.spec,
-            stamp: state.clock.tick(now_ms()),
-            by: self.inner.node.clone(),
-        };
-        self.commit(&mut state, Record::Deployment(record.clone()))?;
+        let record = self.write(|state| {
+            let current = state
+                .catalog
+                .deployment(name)
+                .cloned()
+                .filter(|d| d.spec.is_some())
+                .ok_or_else(|| RegistryError::NotDeployed(name.to_owned()))?;
+            Ok(Record::Deployment(Deployment {
+                name: name.to_owned(),
+                generation: current.generation + 1,
+                spec: None,
+                previous: current.spec,
+                stamp: state.clock.tick(now_ms()),
+                by: self.inner.node.clone(),
+            }))
+        })?;
+        let record = deployment(record)?;
         info!(model = %name, generation = record.generation, "Model undeployed.");
         Ok(record)
     }
@@ -224,6 +229,14 @@ impl Registry {
         id: &VersionId,
     ) -> Result<super::ModelVersion, RegistryError> {
         self.lock().catalog.version_by_id(name, id).cloned()
+    }
+}
+
+/// The deployment record a deployment write took effect as.
+fn deployment(record: Record) -> Result<Deployment, RegistryError> {
+    match record {
+        Record::Deployment(d) => Ok(d),
+        other => Err(super::unexpected(&other)),
     }
 }
 

@@ -22,12 +22,13 @@ mod catalog;
 mod clock;
 mod deployment;
 mod model;
+mod replicated;
 mod sled;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
@@ -44,12 +45,14 @@ pub use self::model::{
     Stamp, VersionId, VersionRef, check_alias, check_format, check_meta, check_name, is_checksum,
     sha256_hex,
 };
+pub use self::replicated::RecordLog;
 use self::sled::RecordStore;
 use crate::inference::Signature;
 
 /// A registry operation failed. The variants map to HTTP statuses: the
-/// `Invalid…`-like ones to 400, the `Unknown…` ones to 404, `Aliased` and
-/// `Deployed` to 409, the storage ones to 500.
+/// `Invalid…`-like ones to 400, the `Unknown…` ones to 404, `Aliased`,
+/// `Deployed` and `DeploymentChanged` to 409, the storage ones to 500,
+/// `Unavailable` to 503.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
     /// A model or alias name breaks the naming rules.
@@ -180,6 +183,23 @@ pub enum RegistryError {
     /// The registry's database or artifact directory failed.
     #[error("registry storage error: {0}")]
     Storage(String),
+    /// A deployment write made from a generation that another write
+    /// replaced first (through the replicated log).
+    #[error(
+        "the deployment of model \"{name}\" changed while this write was made (it is at generation {generation} now); read it again and retry"
+    )]
+    DeploymentChanged {
+        /// The model.
+        name: String,
+        /// The deployment's generation now.
+        generation: u64,
+    },
+    /// The write cannot be committed now: the replicated log has no leader
+    /// with a quorum within reach (reads still answer from this node).
+    #[error(
+        "the model registry cannot take writes on this node now: {0}; reads still answer from this node's copy"
+    )]
+    Unavailable(String),
 }
 
 /// The model registry of one node: a cheap handle, shared by clones.
@@ -200,6 +220,12 @@ struct Inner {
     artifacts: Artifacts,
     /// Artifacts fetched from other nodes (see [`cache`]).
     fetched: Fetched,
+    /// The replicated log writes go through, on a node that takes part in
+    /// one (see [`replicated`]); set once.
+    log: OnceLock<Arc<dyn RecordLog>>,
+    /// What applying this node's own log entries decided, by log index,
+    /// until the writer picks it up.
+    decided: Mutex<BTreeMap<u64, Result<Record, RegistryError>>>,
 }
 
 /// What the lock guards: the catalog and the clock stamping its writes.
@@ -207,6 +233,8 @@ struct Inner {
 struct State {
     catalog: Catalog,
     clock: Clock,
+    /// The index of the last replicated log entry applied (0: none).
+    log_applied: u64,
 }
 
 impl fmt::Debug for Registry {
@@ -237,14 +265,9 @@ impl Registry {
         }
         let mut clock = Clock::new();
         clock.observe(catalog.max_stamp());
-        Ok(Registry::with(
-            node,
-            catalog,
-            clock,
-            Some(records),
-            artifacts,
-            fetched,
-        ))
+        let registry = Registry::with(node, catalog, clock, Some(records), artifacts, fetched);
+        registry.lock().log_applied = loaded.log_applied;
+        Ok(registry)
     }
 
     /// A registry kept in memory only, for nodes without a data dir and
@@ -271,10 +294,16 @@ impl Registry {
         Registry {
             inner: Arc::new(Inner {
                 node: node.to_owned(),
-                state: Mutex::new(State { catalog, clock }),
+                state: Mutex::new(State {
+                    catalog,
+                    clock,
+                    log_applied: 0,
+                }),
                 records,
                 artifacts,
                 fetched,
+                log: OnceLock::new(),
+                decided: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -305,26 +334,29 @@ impl Registry {
             return Err(RegistryError::EmptyArtifact);
         }
         let checksum = self.put_artifact(bytes)?;
-        let mut state = self.lock();
-        let number = state.catalog.next_number(name)?;
-        let created_ms = now_ms();
-        let version = ModelVersion {
-            name: name.to_owned(),
-            version: number,
-            registered_as: number,
-            checksum,
-            size: bytes.len() as u64,
-            format,
-            signature,
-            meta,
-            created_ms,
-            created_by: self.inner.node.clone(),
-            stamp: state.clock.tick(created_ms),
+        let record = self.write(|state| {
+            let number = state.catalog.next_number(name)?;
+            let created_ms = now_ms();
+            Ok(Record::Version(ModelVersion {
+                name: name.to_owned(),
+                version: number,
+                registered_as: number,
+                checksum,
+                size: bytes.len() as u64,
+                format,
+                signature,
+                meta,
+                created_ms,
+                created_by: self.inner.node.clone(),
+                stamp: state.clock.tick(created_ms),
+            }))
+        })?;
+        let Record::Version(version) = record else {
+            return Err(unexpected(&record));
         };
-        self.commit(&mut state, Record::Version(version.clone()))?;
         info!(
             model = %name,
-            version = number,
+            version = version.version,
             checksum = %version.checksum,
             size = version.size,
             "Model version registered."
@@ -340,17 +372,20 @@ impl Registry {
     pub fn set_alias(&self, name: &str, alias: &str, version: u32) -> Result<Alias, RegistryError> {
         check_name(name)?;
         check_alias(alias)?;
-        let mut state = self.lock();
-        let target = state.catalog.version(name, version)?.id();
-        let record = Alias {
-            name: name.to_owned(),
-            alias: alias.to_owned(),
-            version,
-            target,
-            stamp: state.clock.tick(now_ms()),
-            by: self.inner.node.clone(),
+        let record = self.write(|state| {
+            let target = state.catalog.version(name, version)?.id();
+            Ok(Record::Alias(Alias {
+                name: name.to_owned(),
+                alias: alias.to_owned(),
+                version,
+                target,
+                stamp: state.clock.tick(now_ms()),
+                by: self.inner.node.clone(),
+            }))
+        })?;
+        let Record::Alias(record) = record else {
+            return Err(unexpected(&record));
         };
-        self.commit(&mut state, Record::Alias(record.clone()))?;
         info!(model = %name, alias = %alias, version, "Model alias set.");
         Ok(record)
     }
@@ -388,18 +423,21 @@ impl Registry {
     /// storage failure.
     pub fn delete(&self, name: &str, version: u32) -> Result<ModelVersion, RegistryError> {
         check_name(name)?;
-        let mut state = self.lock();
-        let deleted = state.catalog.check_delete(name, version)?.clone();
-        let record = Deletion {
-            name: name.to_owned(),
-            target: deleted.id(),
-            version,
-            stamp: state.clock.tick(now_ms()),
-            by: self.inner.node.clone(),
-        };
-        self.commit(&mut state, Record::Deletion(record))?;
+        let mut deleted = None;
+        self.write(|state| {
+            let version = state.catalog.check_delete(name, version)?.clone();
+            let record = Deletion {
+                name: name.to_owned(),
+                target: version.id(),
+                version: version.version,
+                stamp: state.clock.tick(now_ms()),
+                by: self.inner.node.clone(),
+            };
+            deleted = Some(version);
+            Ok(Record::Deletion(record))
+        })?;
         info!(model = %name, version, "Model version deleted.");
-        Ok(deleted)
+        deleted.ok_or_else(|| RegistryError::Storage("a deletion without its version".into()))
     }
 
     /// Merges a record written by another node (see [`Catalog::merge`]):
@@ -407,8 +445,13 @@ impl Registry {
     ///
     /// # Errors
     /// A record with a bad model name, or a storage failure.
+    /// On a node in a replicated log, records arrive only through the log:
+    /// nothing is merged (see [`replicated`]).
     pub fn merge(&self, record: Record) -> Result<Merged, RegistryError> {
         check_name(record.model())?;
+        if self.is_replicated() {
+            return Ok(Merged::default());
+        }
         let mut state = self.lock();
         state.clock.observe(record.stamp());
         self.commit(&mut state, record)
@@ -465,6 +508,28 @@ impl Registry {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Makes the record `prepare` builds from the state take effect, and
+    /// returns it as it took effect. On its own, the registry merges it at
+    /// once, under the lock `prepare` ran under. On a node in a replicated
+    /// log, it first catches up with the log (so `prepare` checks against
+    /// everything committed before), then commits the record through the
+    /// log and waits until this node applied it; applying may change the
+    /// record (a version's number) or refuse it (see [`Catalog::admit`]).
+    fn write(
+        &self,
+        prepare: impl FnOnce(&mut State) -> Result<Record, RegistryError>,
+    ) -> Result<Record, RegistryError> {
+        match self.inner.log.get() {
+            None => {
+                let mut state = self.lock();
+                let record = prepare(&mut state)?;
+                self.commit(&mut state, record.clone())?;
+                Ok(record)
+            }
+            Some(log) => self.write_through(log.as_ref(), prepare),
+        }
+    }
+
     /// Stores `record` if it is new, then merges it: what is in memory is
     /// never ahead of what is on disk.
     fn commit(&self, state: &mut State, record: Record) -> Result<Merged, RegistryError> {
@@ -487,6 +552,14 @@ impl Registry {
         }
         Ok(merged)
     }
+}
+
+/// A write answered with a record of another kind (a bug).
+fn unexpected(record: &Record) -> RegistryError {
+    RegistryError::Storage(format!(
+        "a registry write of model \"{}\" took effect as an unexpected record",
+        record.model()
+    ))
 }
 
 fn now_ms() -> u64 {

@@ -7,7 +7,8 @@
 //! identity as suffix (stamp as big-endian `wall_ms`, `logical`, then the
 //! node), kind `a` (alias) with the alias as suffix, only the winning record
 //! kept, and kind `p` (deployment) with nothing after the name, only the
-//! winning record kept. Every write is flushed before it returns: registry
+//! winning record kept; key `!log-applied` holds the index of the last
+//! replicated log entry applied (nodes in a Raft log). Every write is flushed before it returns: registry
 //! writes are rare and must survive a crash. (A tree `deployed` that older
 //! versions wrote is no longer read: deployments are records now.)
 
@@ -28,7 +29,12 @@ pub(crate) struct RecordStore {
 pub(crate) struct Loaded {
     /// Every stored record.
     pub(crate) records: Vec<Record>,
+    /// The index of the last replicated log entry applied (0: none).
+    pub(crate) log_applied: u64,
 }
+
+/// The key of the last applied log index: no record's key starts with `!`.
+const LOG_APPLIED: &[u8] = b"!log-applied";
 
 impl RecordStore {
     /// Opens (or creates) the database in `dir`.
@@ -54,10 +60,33 @@ impl RecordStore {
     /// Reads everything back.
     pub(crate) fn load(&self) -> Result<Loaded, RegistryError> {
         let mut loaded = Loaded::default();
-        for value in self.records.iter().values() {
-            loaded.records.push(decode(&value.map_err(io)?)?);
+        for item in self.records.iter() {
+            let (key, value) = item.map_err(io)?;
+            if key.as_ref() == LOG_APPLIED {
+                let bytes: [u8; 8] = value
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| RegistryError::Storage("corrupt registry log index".to_owned()))?;
+                loaded.log_applied = u64::from_be_bytes(bytes);
+                continue;
+            }
+            loaded.records.push(decode(&value)?);
         }
         Ok(loaded)
+    }
+
+    /// Stores the records a replicated log entry changed together with the entry's index, in one atomic batch, and
+    /// flushes: after a crash, entries up to the stored index are not
+    /// applied again, and every later one is.
+    pub(crate) fn put_applied(&self, records: &[Record], index: u64) -> Result<(), RegistryError> {
+        let mut batch = sled::Batch::default();
+        for record in records {
+            batch.insert(key(record), encode(record));
+        }
+        batch.insert(LOG_APPLIED, index.to_be_bytes().to_vec());
+        self.records.apply_batch(batch).map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
     }
 
     /// Stores a record (replacing an alias's previous record) and flushes.

@@ -34,7 +34,7 @@ use super::replica::{self, BatchConfig, ReplicaMsg};
 use super::{ModelHost, Slot};
 use crate::cluster::agent::{AgentMsg, ReplicaHost, agent_of};
 use crate::cluster::wire::{InferRequest, Inferred, Wire};
-use crate::cluster::{ClusterView, Member, PeerState};
+use crate::cluster::{ClusterView, Member, Nemesis, PeerState};
 use crate::executor::TaskError;
 use crate::registry::{
     DeploymentSpec, ModelRef, ModelVersion, RegistryError, VersionId, VersionRef,
@@ -591,7 +591,13 @@ impl ModelHost {
             let node = &reachable[(first + k) % reachable.len()];
             metrics::counter!("symphony_model_remote_requests_total", "model" => name.to_owned(), "node" => node.clone())
                 .increment(1);
-            match remote_infer(node, &version, request.clone()).await {
+            let nemesis = self
+                .inner
+                .deployments
+                .cluster
+                .get()
+                .map(ClusterView::nemesis);
+            match remote_infer(node, &version, request.clone(), nemesis).await {
                 Err(e) if e.class == "unreachable" => last = Some(e),
                 other => return other,
             }
@@ -615,10 +621,14 @@ async fn remote_infer(
     node: &str,
     version: &ModelVersion,
     request: Value,
+    nemesis: Option<&Arc<Nemesis>>,
 ) -> Result<Value, TaskError> {
     let unreachable = |why: String| TaskError::retryable("unreachable", why);
     let agent =
         agent_of(node).ok_or_else(|| unreachable(format!("node {node} is not connected")))?;
+    if let Some(nemesis) = nemesis {
+        nemesis.admit(node).await.map_err(unreachable)?;
+    }
     let message = InferRequest {
         version: version.clone(),
         request,

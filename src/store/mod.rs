@@ -16,7 +16,9 @@ pub use self::memory::MemoryStore;
 pub use self::sled::SledStore;
 
 /// Coarse state of a run, as listed by `symphony runs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     /// Accepted, not finished.
@@ -53,7 +55,7 @@ impl fmt::Display for RunStatus {
 }
 
 /// What a listing shows about a run.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, serde::Serialize, serde::Deserialize)]
 pub struct RunSummary {
     /// Run id.
     pub id: String,
@@ -75,6 +77,9 @@ pub struct AppendBatch {
     pub run: String,
     /// Sequence number of the first event (0 for `RunSubmitted`).
     pub first_seq: u64,
+    /// The writer's ownership epoch (`replicated` runs: 1 when created, +1
+    /// at each takeover; the log refuses a stale one). 0 for `local` runs.
+    pub epoch: u64,
     /// Encoded events.
     pub events: Vec<Vec<u8>>,
     /// New summary to record with these events, if it changed.
@@ -96,6 +101,9 @@ pub enum StoreError {
     /// The writer has stopped (store closed).
     #[error("the store is closed")]
     Closed,
+    /// Another node owns the run now: this node must give it up.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 /// Journals and summaries of runs.

@@ -259,6 +259,7 @@ mod tests {
                     AppendBatch {
                         run: "r1".into(),
                         first_seq: seq * 2,
+                        epoch: 0,
                         events: vec![vec![seq as u8], vec![seq as u8 + 100]],
                         summary: (seq == 0).then(|| summary("r1", RunStatus::Running)),
                     },

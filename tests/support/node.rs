@@ -50,7 +50,12 @@ impl Node {
 
     /// [`Node::start`] in a directory the caller keeps.
     pub fn start_in(dir: &Path, name: &str, extra: &str) -> Node {
-        let (cluster, http) = (free_port(), free_port());
+        Node::start_at(dir, name, (free_port(), free_port()), extra)
+    }
+
+    /// [`Node::start_in`] on the given `(cluster, http)` ports (a node that
+    /// restarts keeps its address, so peers that list it as a seed find it).
+    pub fn start_at(dir: &Path, name: &str, (cluster, http): (u16, u16), extra: &str) -> Node {
         let config = dir.join(format!("{name}.yaml"));
         std::fs::write(
             &config,
@@ -125,6 +130,20 @@ impl Node {
         request(&self.url, "GET", path, token)
     }
 
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`-STOP`, `-CONT`, …) to the node's process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {signal} failed");
+    }
+
     /// Kills the node (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -161,6 +180,21 @@ pub fn get(url: &str, path: &str) -> Option<(u16, String)> {
 /// A minimal HTTP/1.1 request over a fresh connection (the tests need no
 /// HTTP client library): status and body, or `None` when nothing answers.
 pub fn request(url: &str, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    request_with(url, method, path, token, None)
+}
+
+/// [`request`] with a JSON body.
+pub fn post_json(url: &str, path: &str, body: &serde_json::Value) -> Option<(u16, String)> {
+    request_with(url, "POST", path, None, Some(&body.to_string()))
+}
+
+fn request_with(
+    url: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Option<(u16, String)> {
     let host = url
         .strip_prefix("http://")
         .unwrap_or(url)
@@ -170,8 +204,15 @@ pub fn request(url: &str, method: &str, path: &str, token: Option<&str>) -> Opti
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let content = body.unwrap_or("");
+    let kind = if body.is_some() {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}{kind}Content-Length: {}\r\nConnection: close\r\n\r\n{content}",
+        content.len()
     );
     stream.write_all(head.as_bytes()).ok()?;
     let mut raw = Vec::new();
