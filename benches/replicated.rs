@@ -321,6 +321,18 @@ async fn takeover(me: &Me, dir: &Path, b: &mut Option<Child_>, b_ports: (u16, u1
             me.replication.leader().is_some()
         })
         .await;
+        let health = format!("http://127.0.0.1:{}/health", b_ports.1);
+        let started = Instant::now();
+        while !reqwest::get(&health)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "b never healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let run = submit_http(b_ports.1, chain).await;
         // t0 committed and t1 scheduled: kill the owner.
         wait_until("t0 committed here", Duration::from_secs(30), || {

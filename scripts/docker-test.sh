@@ -2,7 +2,9 @@
 # The three-node scenario in Docker: build the image, start cluster/compose.yaml,
 # submit a run of 30 tasks through node1, kill one worker container and cut
 # another off the network in the middle of it, expect the run to succeed
-# anyway, reconnect the second and expect node1 to see it `up` again.
+# anyway, reconnect the second and expect node1 to see it `up` again. Then
+# `durability: replicated` runs whose owner is paused, cut off the network
+# and killed: each finishes on the others, with nothing committed twice.
 # Everything is torn down (volumes included) on the way out.
 #
 #   scripts/docker-test.sh
@@ -141,6 +143,86 @@ python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); assert v["status"]=
 say "reconnecting node3"
 docker network connect --alias node3 "$NETWORK" "$NODE3"
 wait_for 90 "node1 to see node3 up again" member_is node3 up
+"$SYMPHONY" cluster status
+
+# ---- replicated runs: the owner frozen, cut off, killed -------------------
+
+cat >"$WORK/replicated.yaml" <<'EOF'
+version: 1
+name: docker-replicated
+durability: replicated
+tasks:
+  one:   { uses: builtin/sleep, with: { duration: 1s } }
+  two:   { uses: builtin/sleep, needs: [one], with: { duration: 1s } }
+  three: { uses: builtin/sleep, needs: [two], with: { duration: 1s } }
+  four:  { uses: builtin/sleep, needs: [three], with: { duration: 1s } }
+EOF
+
+# The status of run $1 as node1 reads it (from its copy of the replicated log).
+run_status() {
+    "$SYMPHONY" status "$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])'
+}
+run_is() { [ "$(run_status "$1")" = "$2" ]; }
+first_done() {
+    "$SYMPHONY" status "$1" --json |
+        python3 -c 'import json,sys; v=json.load(sys.stdin); sys.exit(0 if v["progress"]["attempts_succeeded"]>=1 else 1)'
+}
+# One submission, one end, one result per task in the journal node1 holds.
+committed_once() {
+    curl -sS -m 10 -H "Authorization: Bearer $SYMPHONY_TOKEN" "$SYMPHONY_SERVER/api/v1/runs/$1/events" |
+        python3 -c '
+import json, sys, collections
+ev = [json.loads(l[5:]) for l in sys.stdin if l.startswith("data:")]
+kinds = collections.Counter(e["type"] for e in ev)
+results = collections.Counter(e["key"]["task"] for e in ev if e["type"] == "task_succeeded")
+assert kinds["run_submitted"] == 1 and kinds["run_succeeded"] == 1, kinds
+assert len(results) == 4 and set(results.values()) == {1}, results
+'
+}
+leader_known() {
+    curl -fsS -H "Authorization: Bearer $SYMPHONY_TOKEN" "$SYMPHONY_SERVER/api/v1/cluster" |
+        python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["raft"]["leader"] else 1)'
+}
+# Submits the replicated workflow through the node on port $1 (its owner).
+submit_to() {
+    "$SYMPHONY" submit "$WORK/replicated.yaml" --server "http://127.0.0.1:$1"
+}
+
+say "restarting node2"
+docker start "$NODE2" >/dev/null
+wait_for 60 "node2 to be healthy" healthy "$SYMPHONY_PORT2"
+for n in node2 node3; do
+    wait_for 60 "node1 to see $n up" member_is "$n" up
+done
+wait_for 60 "a leader of the replicated log" leader_known
+
+say "replicated run owned by node2; pausing node2"
+RUN=$(submit_to "$SYMPHONY_PORT2")
+wait_for 60 "its first task to be committed" first_done "$RUN"
+docker pause "$NODE2" >/dev/null
+wait_for 90 "the run to succeed without its frozen owner" run_is "$RUN" succeeded
+docker unpause "$NODE2" >/dev/null
+wait_for 60 "node1 to see node2 up again" member_is node2 up
+committed_once "$RUN" || fail "run $RUN committed something twice"
+
+say "replicated run owned by node2; disconnecting node2"
+wait_for 60 "a leader of the replicated log" leader_known
+RUN=$(submit_to "$SYMPHONY_PORT2")
+wait_for 60 "its first task to be committed" first_done "$RUN"
+NETWORK2=$(docker inspect -f '{{range $name, $_ := .NetworkSettings.Networks}}{{$name}}{{end}}' "$NODE2")
+docker network disconnect "$NETWORK2" "$NODE2"
+wait_for 90 "the run to succeed on the majority" run_is "$RUN" succeeded
+docker network connect --alias node2 "$NETWORK2" "$NODE2"
+wait_for 90 "node1 to see node2 up again" member_is node2 up
+committed_once "$RUN" || fail "run $RUN committed something twice"
+
+say "replicated run owned by node3; killing node3"
+wait_for 60 "a leader of the replicated log" leader_known
+RUN=$(submit_to "$SYMPHONY_PORT3")
+wait_for 60 "its first task to be committed" first_done "$RUN"
+docker kill "$NODE3" >/dev/null
+wait_for 90 "the run to succeed without its owner" run_is "$RUN" succeeded
+committed_once "$RUN" || fail "run $RUN committed something twice"
 "$SYMPHONY" cluster status
 
 echo "PASSED: docker scenario"

@@ -18,8 +18,9 @@
 //! other refusal makes the node give the run up; a node that learns a
 //! node is down fails its attempts there with `node_lost` and, if it is
 //! the run's successor, takes the lost node's runs over with
-//! `Own { epoch: current + 1 }`; a node claims the runs it owns but does
-//! not run (after a restart) again at a new epoch.
+//! `Own { epoch: current + 1 }` and resumes once its own (lagging) copy of
+//! the log holds that `Own`, from the journal up to there; a node claims
+//! the runs it owns but does not run (after a restart) again at a new epoch.
 //!
 //! Invariants, checked at the end of every seed:
 //! - every acknowledged submission has exactly one final event in its
@@ -27,6 +28,8 @@
 //! - no task result is committed twice (at most one `TaskSucceeded` per key);
 //! - no task that had a committed result ran again (no execution of an
 //!   attempt newer than the committed one);
+//! - what an owner takes for durable is in the committed journal where it
+//!   thinks, and every outcome a node announces is the committed one;
 //! - every run succeeds once the faults stop (within a step budget).
 //!
 //! `SIM_SEEDS=N` runs N seeds; `SIM_SEED=S` runs seed S alone and prints
@@ -46,7 +49,8 @@ use symphony::engine::state::{Action, Input, RunConfig, RunState, Timer};
 use symphony::engine::{JournalEvent, SubmittedSource, TaskKey};
 use symphony::executor::TaskError;
 use symphony::raft::failover::successor;
-use symphony::raft::state::{Append, Command, Machine, Outcome, Refusal};
+use symphony::raft::journal::already_applied;
+use symphony::raft::state::{Append, Command, Machine, Outcome};
 use symphony::store::{RunStatus, RunSummary};
 use symphony::value::{Map, Value};
 use symphony::wdl::{self, Sources, Workflow};
@@ -131,12 +135,12 @@ enum Ev {
     Log {
         from: usize,
         req: u64,
-        command: Command,
+        command: Box<Command>,
     },
     /// A message reaches a node.
     Msg {
         to: usize,
-        msg: Msg,
+        msg: Box<Msg>,
     },
     /// Something node-local (timer, tick, attempt end) of incarnation `inc`.
     Local {
@@ -406,20 +410,6 @@ fn summary_status(event: &JournalEvent) -> Option<RunStatus> {
         JournalEvent::RunFailed { .. } => Some(RunStatus::Failed),
         JournalEvent::RunCancelled { .. } => Some(RunStatus::Cancelled),
         _ => None,
-    }
-}
-
-/// Whether a refusal of one of this node's own commands means it had
-/// already been applied (as `already_applied` in `src/raft/journal.rs`).
-fn already_applied(command: &Command, refusal: &Refusal) -> bool {
-    match (command, refusal) {
-        (Command::Append(a), Refusal::OutOfOrder { len, .. }) => {
-            a.first_seq < *len && a.first_seq + a.events.len() as u64 <= *len
-        }
-        (Command::Own { epoch, .. }, Refusal::StaleEpoch { current, .. }) => {
-            *epoch == 1 && *current >= 1
-        }
-        _ => false,
     }
 }
 
@@ -696,11 +686,11 @@ impl Sim {
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Submit(i) => self.submit(i),
-            Ev::Log { from, req, command } => self.log_apply(from, req, command),
+            Ev::Log { from, req, command } => self.log_apply(from, req, *command),
             Ev::Msg { to, msg } => match self.nodes[to].status {
                 Status::Crashed => {}
                 Status::Paused => self.nodes[to].held.push(Ev::Msg { to, msg }),
-                Status::Up => self.on_msg(to, msg),
+                Status::Up => self.on_msg(to, *msg),
             },
             Ev::Local { node, inc, what } => {
                 if self.nodes[node].inc != inc {
@@ -774,7 +764,7 @@ impl Sim {
                     let index = self.index;
                     self.send(Ev::Msg {
                         to,
-                        msg: Msg::State { index, machine },
+                        msg: Box::new(Msg::State { index, machine }),
                     });
                 }
             }
@@ -941,11 +931,11 @@ impl Sim {
         self.log(|| format!("log: {} from n{from} -> {outcome:?}", short_cmd(&command)));
         self.send(Ev::Msg {
             to: from,
-            msg: Msg::LogReply {
+            msg: Box::new(Msg::LogReply {
                 req,
                 index: self.index,
                 outcome,
-            },
+            }),
         });
     }
 
@@ -1084,7 +1074,7 @@ impl Sim {
                 self.send(Ev::Log {
                     from: n,
                     req,
-                    command,
+                    command: Box::new(command),
                 });
                 self.local(n, RESEND, Local::Resend { run, life, req });
             }
@@ -1104,9 +1094,18 @@ impl Sim {
                     result,
                 };
                 if owner == n {
-                    self.after(0, Ev::Msg { to: n, msg });
+                    self.after(
+                        0,
+                        Ev::Msg {
+                            to: n,
+                            msg: Box::new(msg),
+                        },
+                    );
                 } else {
-                    self.send(Ev::Msg { to: owner, msg });
+                    self.send(Ev::Msg {
+                        to: owner,
+                        msg: Box::new(msg),
+                    });
                 }
             }
         }
@@ -1290,7 +1289,7 @@ impl Sim {
         self.send(Ev::Log {
             from: n,
             req,
-            command,
+            command: Box::new(command),
         });
         let life = o.life;
         self.local(
@@ -1385,24 +1384,24 @@ impl Sim {
                         0,
                         Ev::Msg {
                             to: n,
-                            msg: Msg::Result {
+                            msg: Box::new(Msg::Result {
                                 run: run.to_owned(),
                                 key,
                                 attempt,
                                 result: Err(error),
-                            },
+                            }),
                         },
                     );
                 } else {
                     o.remote.insert(key, (attempt, placed));
                     self.send(Ev::Msg {
                         to: placed,
-                        msg: Msg::Assign {
+                        msg: Box::new(Msg::Assign {
                             run: run.to_owned(),
                             owner: n,
                             key,
                             attempt,
-                        },
+                        }),
                     });
                 }
             }
@@ -1443,11 +1442,11 @@ impl Sim {
     fn stop_remote(&mut self, node: usize, run: &str, key: TaskKey, attempt: u32) {
         self.send(Ev::Msg {
             to: node,
-            msg: Msg::Stop {
+            msg: Box::new(Msg::Stop {
                 run: run.to_owned(),
                 key,
                 attempt,
-            },
+            }),
         });
     }
 
@@ -1545,11 +1544,11 @@ impl Sim {
         self.send(Ev::Log {
             from: n,
             req,
-            command: Command::Own {
+            command: Box::new(Command::Own {
                 run: run.to_owned(),
                 node: me,
                 epoch,
-            },
+            }),
         });
     }
 
@@ -1582,7 +1581,10 @@ impl Sim {
         let mut claims = Vec::new();
         for (run, epoch) in self.nodes[n].view.unfinished_of(&me) {
             let node = &self.nodes[n];
-            if node.runs.contains_key(run) || node.claims.contains_key(run) {
+            if node.runs.contains_key(run)
+                || node.claims.contains_key(run)
+                || node.takeovers.contains_key(run)
+            {
                 continue;
             }
             let since = node.orphans.get(run).copied().unwrap_or(now);
@@ -1613,6 +1615,7 @@ impl Sim {
             for (run, epoch) in node.view.unfinished_of(names[lost]) {
                 if successor(run, live.iter().copied()) == Some(node.name.as_str())
                     && !node.claims.contains_key(run)
+                    && !node.takeovers.contains_key(run)
                     && !node.runs.contains_key(run)
                 {
                     claims.push((run.to_owned(), epoch + 1));
@@ -1787,7 +1790,7 @@ fn replay(run: &str, journal: &[Vec<u8>], config: RunConfig) -> Result<(RunState
 fn short(ev: &Ev) -> String {
     match ev {
         Ev::Log { from, command, .. } => format!("n{from}->log {}", short_cmd(command)),
-        Ev::Msg { to, msg } => match msg {
+        Ev::Msg { to, msg } => match msg.as_ref() {
             Msg::State { index, .. } => format!("log->n{to} state at {index}"),
             Msg::LogReply { outcome, .. } => format!("log->n{to} {outcome:?}"),
             Msg::Assign {

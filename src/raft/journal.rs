@@ -126,8 +126,9 @@ fn commands_of(me: &str, batch: AppendBatch) -> Vec<Command> {
 }
 
 /// Whether a refusal of one of this node's own commands means it had
-/// already been applied (its answer was lost and it was sent again).
-fn already_applied(command: &Command, refusal: &Refusal) -> bool {
+/// already been applied (its answer was lost and it was sent again). Public
+/// so the simulation (tests/simulation.rs) checks this very rule.
+pub fn already_applied(command: &Command, refusal: &Refusal) -> bool {
     match (command, refusal) {
         (Command::Append(a), Refusal::OutOfOrder { len, .. }) => {
             a.first_seq < *len && a.first_seq + a.events.len() as u64 <= *len
