@@ -240,6 +240,7 @@ async fn a_node_cut_off_from_the_quorum_refuses_writes_and_answers_reads() {
     let (status, body) = http.alias(survivor, "production", 2).await;
     assert_eq!(status, 503, "{body}");
     let message = body["error"].as_str().unwrap_or_default();
+    eprintln!("the survivor answered: {message}");
     assert!(
         message.contains("cannot take writes") && message.contains("quorum"),
         "{message}"

@@ -162,7 +162,9 @@ fn submit_error(e: SubmitError) -> ApiError {
         SubmitError::ReplicatedUnsupported => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
         }
-        SubmitError::Spawn(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        SubmitError::Spawn(_) | SubmitError::NotRecorded(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
         other => ApiError::internal(other.to_string()),
     }
 }

@@ -528,7 +528,7 @@ async fn scenario(
     options: &Options,
     plan: &Plan,
     shared: &Arc<Shared>,
-    nodes: &mut Vec<NodeProc>,
+    nodes: &mut [NodeProc],
     effects: &Path,
 ) -> Result<History, String> {
     shared.progress.set_message("starting the nodes");
@@ -624,17 +624,14 @@ async fn scenario(
         .map_err(|e| format!("the submitting task failed: {e}"))?;
     // Heal everything.
     shared.progress.set_message("healing");
-    for i in 0..nodes.len() {
-        if nodes[i].paused {
-            let _ = nodes[i].signal(false);
+    for node in nodes.iter_mut() {
+        if node.paused {
+            let _ = node.signal(false);
         }
-        let running = match nodes[i].child.as_mut().map(Child::try_wait) {
-            Some(Ok(None)) => true,
-            _ => false,
-        };
+        let running = matches!(node.child.as_mut().map(Child::try_wait), Some(Ok(None)));
         if !running {
-            nodes[i].kill().await;
-            nodes[i].spawn(&options.binary)?;
+            node.kill().await;
+            node.spawn(&options.binary)?;
         }
     }
     for i in 0..nodes.len() {

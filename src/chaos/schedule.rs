@@ -94,8 +94,19 @@ pub fn plan(seed: u64, nodes: usize, runs: u32, duration: Duration, kinds: &[Fau
         .filter(|k| nodes > 1 || matches!(k, FaultKind::Kill | FaultKind::Pause))
         .collect();
     let mut at = between(&mut j, 500, 1500);
+    // Kinds come in rounds, each round every kind once in a seeded order:
+    // a run with as many faults as kinds has them all.
+    let mut round: Vec<FaultKind> = Vec::new();
     while !usable.is_empty() && at < duration {
-        let kind = usable[((j.next_f64() * usable.len() as f64) as usize).min(usable.len() - 1)];
+        if round.is_empty() {
+            round = usable.clone();
+            // Fisher-Yates; popped from the back.
+            for k in (1..round.len()).rev() {
+                let other = ((j.next_f64() * (k + 1) as f64) as usize).min(k);
+                round.swap(k, other);
+            }
+        }
+        let Some(kind) = round.pop() else { break };
         let node = ((j.next_f64() * nodes as f64) as usize).min(nodes - 1);
         let length = match kind {
             FaultKind::Kill => between(&mut j, 1500, 4000),
@@ -170,9 +181,19 @@ mod tests {
 
     #[test]
     fn every_kind_asked_for_shows_up_in_a_long_enough_run() {
-        let p = plan(1, 3, 6, Duration::from_secs(120), ALL);
-        for kind in ALL {
-            assert!(p.faults.iter().any(|f| f.kind == *kind), "{kind:?} missing");
+        for seed in 0..100 {
+            let p = plan(seed, 3, 6, Duration::from_secs(120), ALL);
+            for round in p.faults.chunks(ALL.len()) {
+                let kinds: std::collections::BTreeSet<_> = round.iter().map(|f| f.kind).collect();
+                assert_eq!(
+                    kinds.len(),
+                    round.len(),
+                    "seed {seed}: a kind twice in a round"
+                );
+            }
+            for kind in ALL {
+                assert!(p.faults.iter().any(|f| f.kind == *kind), "{kind:?} missing");
+            }
         }
         let p = plan(1, 3, 6, Duration::from_secs(60), &[FaultKind::Kill]);
         assert!(p.faults.iter().all(|f| f.kind == FaultKind::Kill));

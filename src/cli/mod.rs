@@ -203,8 +203,16 @@ fn node(args: &NodeArgs) -> u8 {
 /// Logs to stderr at `SYMPHONY_LOG` (an env-filter directive) or `default`,
 /// in `format`.
 fn init_logging(default: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SYMPHONY_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("SYMPHONY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // openraft narrates every election and replication stream at `info`;
+    // keep its warnings unless SYMPHONY_LOG asks for more of it by name.
+    let asked = std::env::var("SYMPHONY_LOG").unwrap_or_default();
+    if !asked.contains("openraft") {
+        if let Ok(directive) = "openraft=warn".parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let logger = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -8,7 +8,8 @@
 //! second for the same pair of digests); merging is order-independent and
 //! idempotent ([`Catalog::merge`](crate::registry::Catalog::merge)), so two
 //! nodes that hear each other converge within a few heartbeats, whatever
-//! happened while they did not.
+//! happened while they did not. A node whose registry writes go through
+//! the replicated log takes no part: the log alone brings it every record.
 //!
 //! A node missing an artifact asks a holder (an up member that advertises
 //! it) for its manifest, the BLAKE3 hash of every 1 MiB chunk, then fetches

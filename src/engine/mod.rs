@@ -41,6 +41,9 @@ use crate::store::{RunStatus, RunStore, StoreError};
 use crate::value::{Map, Value};
 use crate::wdl::{Durability, Workflow};
 
+/// How long a submission waits for `RunSubmitted` to be durable.
+const ACCEPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Compiles a journaled source back into a workflow (on resume).
 pub type CompileFn = Arc<dyn Fn(&SubmittedSource) -> Result<Workflow, String> + Send + Sync>;
 
@@ -194,6 +197,13 @@ pub enum SubmitError {
     /// No such run in the store.
     #[error("run {0} is not in this data dir")]
     UnknownRun(String),
+    /// The submission was not made durable in time (a `replicated` run on
+    /// a node without a quorum): it may still start once it is.
+    #[error(
+        "run {0} was not recorded within 10s (is a quorum of the replicated log's voters \
+         reachable?); it starts if and when it is"
+    )]
+    NotRecorded(String),
     /// The run is already over.
     #[error("run {0} has already finished ({1})")]
     AlreadyFinished(String, RunStatus),
@@ -258,15 +268,34 @@ impl Engine {
             self.shared.replicated_store()?;
         }
         let run_id = ulid::Ulid::new().to_string();
-        self.start_run(
-            run_id,
-            RunMode::Fresh {
-                workflow,
-                source,
-                inputs,
-            },
-        )
-        .await
+        let replicated = workflow.durability == Durability::Replicated;
+        let (accepted, durable) = tokio::sync::oneshot::channel();
+        let handle = self
+            .start_run(
+                run_id,
+                RunMode::Fresh {
+                    workflow,
+                    source,
+                    inputs,
+                    accepted: Some(accepted),
+                },
+            )
+            .await?;
+        // A `replicated` run is acknowledged only once its submission is
+        // committed: a run the caller was told about is never lost with its
+        // owner. (`local` runs are acknowledged at once; their first group
+        // commit follows within milliseconds.)
+        if !replicated {
+            return Ok(handle);
+        }
+        match tokio::time::timeout(ACCEPT_TIMEOUT, durable).await {
+            Ok(Ok(Ok(()))) => Ok(handle),
+            Ok(Ok(Err(e))) => Err(SubmitError::Store(e)),
+            Ok(Err(_)) => Err(SubmitError::Spawn(
+                "the run stopped before its submission was recorded".into(),
+            )),
+            Err(_) => Err(SubmitError::NotRecorded(handle.id().to_owned())),
+        }
     }
 
     /// Continues a run from its journal: succeeded tasks are kept, attempts

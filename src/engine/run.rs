@@ -79,6 +79,9 @@ pub enum RunMode {
         source: SubmittedSource,
         /// Inputs, defaults filled in.
         inputs: Map,
+        /// Told once `RunSubmitted` is durable (at once for `none`), or why
+        /// it could not be made so.
+        accepted: Option<tokio::sync::oneshot::Sender<Result<(), StoreError>>>,
     },
     /// Rebuild from the local journal and continue.
     Resume,
@@ -132,6 +135,8 @@ pub struct RunActorState {
     created_ms: u64,
     /// `RunSubmitted` of a fresh run, persisted first thing in `post_start`.
     pending_first: Option<JournalEvent>,
+    /// Who waits for `RunSubmitted` to be durable.
+    accepted: Option<tokio::sync::oneshot::Sender<Result<(), StoreError>>>,
     /// `Start` or `Resume`, applied in `post_start`.
     begin: Option<Input>,
 }
@@ -164,12 +169,15 @@ impl Actor for RunActor {
             RunMode::Takeover { epoch } => *epoch,
             _ => 0,
         };
+        let mut accepted = None;
         let (machine, submitted, next_seq, created_ms, begin) = match mode {
             RunMode::Fresh {
                 workflow,
                 source,
                 inputs,
+                accepted: waiter,
             } => {
+                accepted = waiter;
                 let submitted = JournalEvent::RunSubmitted {
                     run_id: run_id.clone(),
                     workflow: workflow.name.clone(),
@@ -236,6 +244,7 @@ impl Actor for RunActor {
             placed: HashMap::new(),
             created_ms,
             pending_first: submitted,
+            accepted,
             begin: Some(begin),
         };
         // Registered before `post_start` dispatches anything, so a result from
@@ -253,6 +262,9 @@ impl Actor for RunActor {
         if let Some(submitted) = state.pending_first.take() {
             info!(run = %state.run_id, workflow = %state.machine.workflow().name, "Run submitted.");
             actions.push(Action::Persist(submitted));
+            if state.journal.is_none() {
+                state.accept(Ok(()));
+            }
         }
         if state.machine.status().is_final() {
             // Resumed a run that had already finished: just report it.
@@ -296,16 +308,19 @@ impl Actor for RunActor {
             }
             RunMsg::Persisted { upto, result } => match result {
                 Ok(()) => {
+                    state.accept(Ok(()));
                     state.durable_seq = state.durable_seq.max(upto);
                     state.release(&myself).await;
                 }
                 Err(StoreError::Fenced(why)) => {
+                    state.accept(Err(StoreError::Fenced(why.clone())));
                     // Another node took the run over: it carries on from
                     // the replicated journal; nothing more happens here.
                     info!(run = %state.run_id, reason = %why, "Run taken over elsewhere; giving it up.");
                     state.give_up(&myself);
                 }
                 Err(e) => {
+                    state.accept(Err(e.clone()));
                     // The journal can no longer be trusted to hold what
                     // happens next: stop here; the run stays `running` on disk
                     // and resumes from its last durable event.
@@ -628,6 +643,13 @@ impl RunActorState {
                 "spawn",
                 format!("cannot start attempt: {e}"),
             )),
+        }
+    }
+
+    /// Tells the submitter whether `RunSubmitted` is durable (once).
+    fn accept(&mut self, result: Result<(), StoreError>) {
+        if let Some(waiter) = self.accepted.take() {
+            let _ = waiter.send(result);
         }
     }
 

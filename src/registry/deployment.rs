@@ -75,7 +75,27 @@ impl Registry {
                 ));
             }
         }
-        let record = self.write(|state| {
+        let record = self.write(|state| self.deploy_record(state, name, request))?;
+        let record = deployment(record)?;
+        let primary_version = record.spec.as_ref().map_or(0, |s| s.primary_version);
+        info!(
+            model = %name,
+            version = primary_version,
+            replicas = request.replicas,
+            generation = record.generation,
+            "Model deployed."
+        );
+        Ok(record)
+    }
+
+    /// The record deploying `name` as `request` says writes, checked
+    /// against `state`.
+    fn deploy_record(
+        &self,
+        state: &mut super::State,
+        name: &str,
+        request: &DeployRequest,
+    ) -> Result<Record, RegistryError> {
         let invalid = |why: String| Err(RegistryError::InvalidDeployment(why));
         let primary = state.catalog.resolve(&ModelRef {
             name: name.to_owned(),
@@ -126,17 +146,6 @@ impl Registry {
             stamp: state.clock.tick(now_ms()),
             by: self.inner.node.clone(),
         }))
-        })?;
-        let record = deployment(record)?;
-        let primary_version = record.spec.as_ref().map_or(0, |s| s.primary_version);
-        info!(
-            model = %name,
-            version = primary_version,
-            replicas = request.replicas,
-            generation = record.generation,
-            "Model deployed."
-        );
-        Ok(record)
     }
 
     /// Returns `name` to its previous deployment: writes a new record whose

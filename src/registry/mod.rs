@@ -10,7 +10,9 @@
 //!
 //! Every record carries the node that wrote it and a hybrid logical
 //! [`Stamp`]; [`Catalog`] (pure) merges records from any node into the same
-//! state whatever their order, which is what replication builds on.
+//! state whatever their order, which is what anti-entropy builds on. On a
+//! node in a replicated log, writes go through the log instead and take
+//! effect when applied, in log order (see [`replicated`]).
 //!
 //! This module owns the registry's records (in their own sled database,
 //! `data_dir/registry`) and artifacts; it does not read models (the caller
