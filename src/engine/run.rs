@@ -534,16 +534,7 @@ impl RunActorState {
             Action::Finish(status) => {
                 let error = self.machine.error().map(str::to_owned);
                 self.announce(status, error);
-                for (_, _, actor) in self.attempts.values() {
-                    actor.kill();
-                }
-                let remote: Vec<_> = self.remote.drain().collect();
-                if let Some(p) = self.shared.placement.get() {
-                    for (key, (attempt, node)) in remote {
-                        p.stop(&node, &self.run_id, key, attempt);
-                        p.released(&node);
-                    }
-                }
+                self.stop_attempts();
                 myself.stop(None);
             }
         }
@@ -658,6 +649,13 @@ impl RunActorState {
     fn give_up(&mut self, myself: &ActorRef<RunMsg>) {
         metrics::counter!("symphony_runs_given_up_total").increment(1);
         self.deferred.clear();
+        self.stop_attempts();
+        myself.stop(Some("taken over by another node".into()));
+    }
+
+    /// Kills this run's local attempts and tells nodes running its remote
+    /// ones to stop them.
+    fn stop_attempts(&mut self) {
         for (_, _, actor) in self.attempts.values() {
             actor.kill();
         }
@@ -668,7 +666,6 @@ impl RunActorState {
                 p.released(&node);
             }
         }
-        myself.stop(Some("taken over by another node".into()));
     }
 
     /// Chooses the node for the next attempt of `key`.
