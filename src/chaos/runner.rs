@@ -280,43 +280,42 @@ impl Shared {
     }
 
     async fn faults(&self, i: usize, body: &Json) -> Result<(), String> {
-        let url = format!("{}/api/v1/chaos/faults", self.urls[i]);
-        let r = self
-            .http
-            .post(url)
-            .json(body)
-            .send()
+        self.chaos_request(i, reqwest::Method::POST, Some(body), "")
             .await
-            .map_err(|e| format!("{}: {e}", self.names[i]))?;
-        if r.status().is_success() {
-            Ok(())
-        } else {
-            let status = r.status();
-            Err(format!(
-                "{} answered {status}: {}",
-                self.names[i],
-                r.text().await.unwrap_or_default()
-            ))
-        }
     }
 
     async fn heal(&self, i: usize) -> Result<(), String> {
+        self.chaos_request(i, reqwest::Method::DELETE, None, " to a heal")
+            .await
+    }
+
+    /// `method /api/v1/chaos/faults` on node `i`; a failure names the node
+    /// and what it answered.
+    async fn chaos_request(
+        &self,
+        i: usize,
+        method: reqwest::Method,
+        body: Option<&Json>,
+        what: &str,
+    ) -> Result<(), String> {
         let url = format!("{}/api/v1/chaos/faults", self.urls[i]);
-        let r = self
-            .http
-            .delete(url)
+        let mut request = self.http.request(method, url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let r = request
             .send()
             .await
             .map_err(|e| format!("{}: {e}", self.names[i]))?;
-        if r.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} answered {} to a heal",
-                self.names[i],
-                r.status()
-            ))
+        let status = r.status();
+        if status.is_success() {
+            return Ok(());
         }
+        Err(format!(
+            "{} answered {status}{what}: {}",
+            self.names[i],
+            r.text().await.unwrap_or_default()
+        ))
     }
 }
 

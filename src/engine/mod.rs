@@ -334,7 +334,7 @@ impl Engine {
 
     /// Stops the live run `run_id` if it runs here at an epoch below
     /// `epoch` (another node took it over). Whether one was live.
-    pub async fn give_up(&self, run_id: &str, _owner: &str, epoch: u64) -> bool {
+    pub fn give_up(&self, run_id: &str, epoch: u64) -> bool {
         match self.shared.live_run(run_id) {
             Some(actor) => actor.cast(RunMsg::GiveUp { epoch }).is_ok(),
             None => false,

@@ -63,7 +63,7 @@ pub async fn run(replication: Arc<Replication>, engine: Engine, view: ClusterVie
                     }
                 }
                 Ok(change) => {
-                    if engine.give_up(&change.run, &change.owner, change.epoch).await {
+                    if engine.give_up(&change.run, change.epoch) {
                         info!(run = %change.run, owner = %change.owner, epoch = change.epoch,
                             "Gave up a run another node took over.");
                     }

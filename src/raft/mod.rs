@@ -242,11 +242,12 @@ impl Replication {
         command: Command,
         timeout: Duration,
     ) -> Result<(u64, Outcome), WriteError> {
-        let leader = self.leader();
-        if leader.as_deref() == Some(self.me.as_str()) || leader.is_none() {
-            return self.write_here(command, timeout).await;
-        }
-        let leader = leader.expect("some");
+        let leader = match self.leader() {
+            Some(leader) if leader != self.me => leader,
+            // The leader, or no leader known: openraft answers (or says
+            // where the leader is).
+            _ => return self.write_here(command, timeout).await,
+        };
         let bytes = network::call(
             &self.nemesis,
             &self.me,
