@@ -175,7 +175,7 @@ async fn invocations_beyond_the_bound_get_429_with_retry_after() {
         .register(&symphony::wdl::Sources::new("slow.yaml", slow), &executors)
         .unwrap();
     let state = ApiState {
-        pipelines,
+        pipelines: pipelines.clone(),
         ..ApiState::new(engine.clone(), executors, alone())
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -188,18 +188,17 @@ async fn invocations_beyond_the_bound_get_429_with_retry_after() {
     };
     let first = tokio::spawn(invoke().send());
     let second = tokio::spawn(invoke().send());
-    // The third finds both places taken, whenever the first two got in.
+    // The third is sent once both places are taken.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let (status, body, retry_after) = loop {
-        let answer = call(&http, invoke()).await;
-        if answer.0 == 429 {
-            break answer;
-        }
+    while pipelines.in_flight() < 2 {
         assert!(
             std::time::Instant::now() < deadline,
-            "no 429 while two invocations sleep"
+            "the first two invocations never got in: {} in flight",
+            pipelines.in_flight()
         );
-    };
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let (status, body, retry_after) = call(&http, invoke()).await;
     assert_eq!(status, 429);
     assert_eq!(retry_after.as_deref(), Some("1"));
     assert!(

@@ -310,6 +310,11 @@ impl Feed {
             Ok(history) => {
                 self.journaled |= !history.is_empty();
                 self.absorb(history);
+                // Every journaled event was published before it was
+                // stored: take its publication time from the bus before
+                // it is sent, so a stream does not depend on which source
+                // won the race.
+                self.drain_buffered();
                 Ok(())
             }
             Err(e) => {

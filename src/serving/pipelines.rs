@@ -174,6 +174,14 @@ impl Pipelines {
         self.write().remove(name).is_some()
     }
 
+    /// How many invocations are running on this node now.
+    pub fn in_flight(&self) -> usize {
+        self.config
+            .max_in_flight
+            .max(1)
+            .saturating_sub(self.in_flight.available_permits())
+    }
+
     /// Runs pipeline `name` on `inputs` and returns its outputs.
     ///
     /// # Errors
