@@ -85,6 +85,8 @@ struct Me {
     view: ClusterView,
     replication: Arc<Replication>,
     journal: Arc<ReplicatedStore>,
+    /// This process's metrics, as summaries with exact quantiles.
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     _cluster: Cluster,
 }
 
@@ -124,7 +126,7 @@ async fn start_me(dir: &Path, port: u16) -> Me {
     )
     .await
     .unwrap();
-    let db = sled::open(dir.join("a-raft")).unwrap();
+    let db = symphony::raft::storage::open_db(&dir.join("a-raft")).unwrap();
     let voters = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
     let replication = Replication::start(RaftConfig::new("a", voters), &db, &cluster)
         .await
@@ -137,6 +139,9 @@ async fn start_me(dir: &Path, port: u16) -> Me {
         view: cluster.view().clone(),
         replication,
         journal,
+        metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .ok(),
         _cluster: cluster,
     }
 }
@@ -159,13 +164,17 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
-async fn journal(me: &Me) {
-    const WRITERS: usize = 128;
+async fn journal(me: &Me, followers: &[(&str, u16)]) {
+    // `JOURNAL_WRITERS` trades latency for throughput (default 128).
+    let writers: usize = std::env::var("JOURNAL_WRITERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(128);
     const RUN_FOR: Duration = Duration::from_secs(10);
     let event = vec![7u8; 120];
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for w in 0..WRITERS {
+    for w in 0..writers {
         let store = Arc::clone(&me.journal);
         let event = event.clone();
         tasks.push(tokio::spawn(async move {
@@ -212,7 +221,7 @@ async fn journal(me: &Me) {
     all.sort();
     let events = all.len() as f64 * 2.0;
     let extra = format!(
-        ",\"writers\":{WRITERS},\"appends\":{},\"p50_ms\":{:.2},\"p99_ms\":{:.2}",
+        ",\"writers\":{writers},\"appends\":{},\"p50_ms\":{:.2},\"p99_ms\":{:.2}",
         all.len(),
         percentile(&all, 0.5),
         percentile(&all, 0.99)
@@ -223,6 +232,35 @@ async fn journal(me: &Me) {
         "events/s",
         &extra,
     );
+    // Where the time went, on this node (the leader when it leads) and on
+    // the followers (their buckets).
+    if let Some(handle) = &me.metrics {
+        for line in handle.render().lines() {
+            if line.starts_with("symphony_raft_") && line.contains("quantile=\"0.5\"")
+                || line.contains("quantile=\"0.99\"")
+            {
+                eprintln!("  a: {line}");
+            }
+        }
+    }
+    for (name, port) in followers {
+        let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .ok();
+        let Some(text) = (match text {
+            Some(r) => r.text().await.ok(),
+            None => None,
+        }) else {
+            continue;
+        };
+        for line in text.lines() {
+            if line.starts_with("symphony_raft_follow_seconds")
+                || line.starts_with("symphony_raft_flush_seconds")
+            {
+                eprintln!("  {name}: {line}");
+            }
+        }
+    }
 }
 
 async fn submit(me: &Me, yaml: &str) -> symphony::engine::RunHandle {
@@ -383,7 +421,8 @@ fn main() {
         let me = start_me(&dir, a_port).await;
         let b_ports = (free_port(), free_port());
         let mut b = Some(start_child(&dir, "b", b_ports, &seed));
-        let _c = start_child(&dir, "c", (free_port(), free_port()), &seed);
+        let c_ports = (free_port(), free_port());
+        let c = start_child(&dir, "c", c_ports, &seed);
         wait_until("three nodes up", Duration::from_secs(60), || {
             all_up(&me.view)
         })
@@ -394,7 +433,7 @@ fn main() {
         .await;
         eprintln!("leader: {:?}", me.replication.leader());
         if wanted("journal") {
-            journal(&me).await;
+            journal(&me, &[("b", b_ports.1), ("c", c_ports.1)]).await;
         }
         if wanted("tasks") {
             tasks(&me).await;
@@ -402,6 +441,9 @@ fn main() {
         if wanted("takeover") {
             takeover(&me, &dir, &mut b, b_ports, &seed).await;
         }
+        // `exit` runs no destructors: stop the child nodes first.
+        drop(b);
+        drop(c);
         let _ = std::fs::remove_dir_all(&dir);
         std::process::exit(0);
     });

@@ -190,6 +190,18 @@ pub enum RaftKind {
     Write,
 }
 
+impl RaftKind {
+    /// Its name, for metrics and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RaftKind::AppendEntries => "append_entries",
+            RaftKind::Vote => "vote",
+            RaftKind::InstallSnapshot => "install_snapshot",
+            RaftKind::Write => "write",
+        }
+    }
+}
+
 /// A Raft message between nodes. `body` is the openraft request (or the
 /// command, for `Write`) in bincode's serde encoding: openraft's types are
 /// serde types.

@@ -93,8 +93,7 @@ pub async fn run(config: NodeConfig) -> Result<(), String> {
     let raft = if config.raft.voters.is_empty() {
         None
     } else {
-        let db = sled::open(config.data_dir.join("raft"))
-            .map_err(|e| format!("cannot open the replicated log's data: {e}"))?;
+        let db = crate::raft::storage::open_db(&config.data_dir.join("raft"))?;
         let replication = Replication::start(
             RaftConfig {
                 registry: Some(Arc::new(registry_log::ApplyToRegistry(registry.clone()))),

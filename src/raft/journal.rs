@@ -174,10 +174,13 @@ impl Commit {
         replication: Arc<Replication>,
         stalled: Arc<Mutex<Option<(Instant, String)>>>,
     ) -> Vec<String> {
-        let command = Command::Batch(self.commands);
+        let command = Arc::new(Command::Batch(self.commands));
         let mut backoff = Duration::from_millis(50);
         let outcome = loop {
-            match replication.write(command.clone(), COMMIT_TIMEOUT).await {
+            match replication
+                .write(Arc::clone(&command), COMMIT_TIMEOUT)
+                .await
+            {
                 Ok((_, outcome)) => {
                     *stalled.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     break outcome;
@@ -197,7 +200,7 @@ impl Commit {
             }
         };
         metrics::counter!("symphony_raft_journal_events_total").increment(self.events as u64);
-        let Command::Batch(commands) = command else {
+        let Command::Batch(commands) = &*command else {
             unreachable!("built as a batch")
         };
         let outcomes = match outcome {

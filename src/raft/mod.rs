@@ -39,8 +39,10 @@ use crate::cluster::{Cluster, PeerState};
 
 openraft::declare_raft_types!(
     /// Symphony's Raft types: commands in, outcomes out, nodes by name.
+    /// A command is shared (`Arc`): openraft clones entries as it moves
+    /// them between its tasks, and a clone must not copy the events.
     pub TypeConfig:
-        D = Command,
+        D = Arc<Command>,
         R = Outcome,
         SnapshotData = std::io::Cursor<Vec<u8>>,
 );
@@ -239,9 +241,10 @@ impl Replication {
     /// When no leader with a quorum answers within `timeout`.
     pub async fn write(
         &self,
-        command: Command,
+        command: impl Into<Arc<Command>>,
         timeout: Duration,
     ) -> Result<(u64, Outcome), WriteError> {
+        let command = command.into();
         let leader = match self.leader() {
             Some(leader) if leader != self.me => leader,
             // The leader, or no leader known: openraft answers (or says
@@ -253,7 +256,7 @@ impl Replication {
             &self.me,
             &leader,
             RaftKind::Write,
-            encode(&command),
+            encode(&*command),
             timeout,
         )
         .await
@@ -265,7 +268,7 @@ impl Replication {
 
     async fn write_here(
         &self,
-        command: Command,
+        command: Arc<Command>,
         timeout: Duration,
     ) -> Result<(u64, Outcome), WriteError> {
         let started = std::time::Instant::now();
@@ -347,8 +350,12 @@ impl Replication {
         let bad = |e: String| format!("undecodable raft message from {}: {e}", rpc.from);
         Ok(match rpc.kind {
             RaftKind::AppendEntries => {
+                let started = std::time::Instant::now();
                 let req = decode(&rpc.body).map_err(bad)?;
-                encode(&self.raft.append_entries(req).await)
+                let answer = encode(&self.raft.append_entries(req).await);
+                metrics::histogram!("symphony_raft_follow_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                answer
             }
             RaftKind::Vote => {
                 let req = decode(&rpc.body).map_err(bad)?;
@@ -361,7 +368,7 @@ impl Replication {
             RaftKind::Write => {
                 let command: Command = decode(&rpc.body).map_err(bad)?;
                 let answer = self
-                    .write_here(command, Duration::from_secs(5))
+                    .write_here(Arc::new(command), Duration::from_secs(5))
                     .await
                     .map_err(|e| e.to_string());
                 encode(&answer)

@@ -96,6 +96,8 @@ impl Peer {
     {
         let unreachable =
             |why: String| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why)));
+        let started = std::time::Instant::now();
+        let label = kind.as_str();
         let bytes = call(
             &self.nemesis,
             &self.me,
@@ -106,6 +108,8 @@ impl Peer {
         )
         .await
         .map_err(unreachable)?;
+        metrics::histogram!("symphony_raft_rpc_seconds", "kind" => label)
+            .record(started.elapsed().as_secs_f64());
         let answer: Result<Resp, RaftError<NodeId, E>> = decode(&bytes).map_err(|e| {
             RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
                 "undecodable raft answer from {}: {e}",

@@ -3,7 +3,8 @@
 //! [`Machine`] plus the journals of replicated runs).
 //!
 //! One sled database, three trees: `raft_log` (entries by index), `raft_meta`
-//! (vote, committed, last purged), `raft_sm` (run records, journal events,
+//! (vote, committed, last purged), `raft_sm` (run records, journal events
+//! by append: one key per append, its events in order,
 //! the last applied log id and membership). The state machine's writes are
 //! not flushed on their own: a flush of the log flushes them too, and after
 //! a crash openraft applies again from the last applied id that did reach
@@ -48,6 +49,26 @@ fn read_err(e: impl ToString) -> StorageError<NodeId> {
 
 fn write_err(e: impl ToString) -> StorageError<NodeId> {
     StorageIOError::write(&std::io::Error::other(e.to_string())).into()
+}
+
+/// Opens (or creates) the database of the log and state machine in `dir`.
+/// Its writes reach the disk by the log's own group commits, so sled's
+/// periodic background flush is off: it would only compete with them.
+///
+/// # Errors
+/// When the directory cannot be opened, e.g. another process holds it.
+pub fn open_db(dir: &std::path::Path) -> Result<sled::Db, String> {
+    sled::Config::new()
+        .path(dir)
+        .mode(sled::Mode::HighThroughput)
+        .flush_every_ms(None)
+        .open()
+        .map_err(|e| {
+            format!(
+                "cannot open the replicated log's data in {}: {e}",
+                dir.display()
+            )
+        })
 }
 
 /// Opens the raft trees of `db`.
@@ -314,11 +335,12 @@ impl Applied {
     /// # Errors
     /// When sled fails.
     pub fn journal(&self, run: &str) -> Result<Vec<Vec<u8>>, String> {
-        self.tree
-            .scan_prefix(journal_prefix(run))
-            .values()
-            .map(|v| v.map(|v| v.to_vec()).map_err(|e| e.to_string()))
-            .collect()
+        let mut events = Vec::new();
+        for batch in self.tree.scan_prefix(journal_prefix(run)).values() {
+            let batch = batch.map_err(|e| e.to_string())?;
+            events.extend(decode::<Vec<Vec<u8>>>(&batch)?);
+        }
+        Ok(events)
     }
 
     /// The index of the last applied entry.
@@ -409,14 +431,16 @@ impl StateMachine {
                 });
             }
             (Command::Append(a), Outcome::Applied) => {
-                let prefix = journal_prefix(&a.run);
-                for (i, event) in a.events.iter().enumerate() {
-                    let seq = a.first_seq + i as u64;
-                    batch.insert(
-                        [prefix.as_slice(), &seq.to_be_bytes()].concat(),
-                        event.as_slice(),
-                    );
-                }
+                // One key per append (its events in order, keyed by the
+                // first one's number): sled's cost is per key.
+                batch.insert(
+                    [
+                        journal_prefix(&a.run).as_slice(),
+                        &a.first_seq.to_be_bytes(),
+                    ]
+                    .concat(),
+                    encode(&a.events),
+                );
                 if let Some(r) = machine.run(&a.run) {
                     batch.insert(record_key(&a.run), encode(r));
                 }
@@ -482,6 +506,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut outcomes = Vec::new();
         let mut batch = sled::Batch::default();
         let mut changes = Vec::new();
@@ -522,6 +547,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for change in changes {
             let _ = self.applied.owners.send(change);
         }
+        metrics::histogram!("symphony_raft_apply_seconds").record(started.elapsed().as_secs_f64());
         Ok(outcomes)
     }
 
