@@ -236,21 +236,18 @@ async fn journal(me: &Me, followers: &[(&str, u16)]) {
     // the followers (their buckets).
     if let Some(handle) = &me.metrics {
         for line in handle.render().lines() {
-            if line.starts_with("symphony_raft_") && line.contains("quantile=\"0.5\"")
-                || line.contains("quantile=\"0.99\"")
+            if line.starts_with("symphony_raft_")
+                && (line.contains("quantile=\"0.5\"") || line.contains("quantile=\"0.99\""))
             {
                 eprintln!("  a: {line}");
             }
         }
     }
     for (name, port) in followers {
-        let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-            .await
-            .ok();
-        let Some(text) = (match text {
-            Some(r) => r.text().await.ok(),
-            None => None,
-        }) else {
+        let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
+            continue;
+        };
+        let Ok(text) = response.text().await else {
             continue;
         };
         for line in text.lines() {

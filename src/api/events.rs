@@ -80,7 +80,6 @@ pub(crate) async fn stream(
         done: false,
     };
     feed.absorb(history);
-    feed.drain_buffered();
     if feed.settled && feed.pending.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
@@ -310,11 +309,6 @@ impl Feed {
             Ok(history) => {
                 self.journaled |= !history.is_empty();
                 self.absorb(history);
-                // Every journaled event was published before it was
-                // stored: take its publication time from the bus before
-                // it is sent, so a stream does not depend on which source
-                // won the race.
-                self.drain_buffered();
                 Ok(())
             }
             Err(e) => {
@@ -324,12 +318,17 @@ impl Feed {
         }
     }
 
+    /// Takes events read from the journal, then the live events already
+    /// buffered: every journaled event was published before it was stored,
+    /// so its bus copy (with its publication time) is taken before it is
+    /// sent, whichever source won the race.
     fn absorb(&mut self, history: Vec<(u64, JournalEvent)>) {
         for (seq, event) in history {
             if seq >= self.next {
                 self.pending.insert(seq, event);
             }
         }
+        self.drain_buffered();
     }
 }
 
