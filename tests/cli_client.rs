@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use support::node::{Node, clean_symphony, free_port};
+use support::node::{Node, clean_symphony};
 use support::{json, wait_until};
 
 /// Runs `symphony ARGS` in `dir` against `node` (adds `--server`).
@@ -322,7 +322,12 @@ fn a_token_protected_node_says_what_is_wrong() {
 #[test]
 fn an_unreachable_server_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("http://127.0.0.1:{}", free_port());
+    // A bound socket that never listens holds the port for the whole test
+    // (a node started by a parallel test cannot take it) and refuses every
+    // connection.
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://127.0.0.1:{}", closed.local_addr().unwrap().port());
     for args in [
         vec!["status", "r1"],
         vec!["runs"],
