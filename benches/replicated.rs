@@ -126,11 +126,11 @@ async fn start_me(dir: &Path, port: u16) -> Me {
     )
     .await
     .unwrap();
-    let db = symphony::raft::storage::open_db(&dir.join("a-raft")).unwrap();
     let voters = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
-    let replication = Replication::start(RaftConfig::new("a", voters), &db, &cluster)
-        .await
-        .unwrap();
+    let replication =
+        Replication::start(RaftConfig::new("a", voters), &dir.join("a-raft"), &cluster)
+            .await
+            .unwrap();
     let journal = Arc::new(ReplicatedStore::new(Arc::clone(&replication)));
     engine.attach_replicated(journal.clone());
     Me {

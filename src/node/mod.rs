@@ -93,13 +93,12 @@ pub async fn run(config: NodeConfig) -> Result<(), String> {
     let raft = if config.raft.voters.is_empty() {
         None
     } else {
-        let db = crate::raft::storage::open_db(&config.data_dir.join("raft"))?;
         let replication = Replication::start(
             RaftConfig {
                 registry: Some(Arc::new(registry_log::ApplyToRegistry(registry.clone()))),
                 ..RaftConfig::new(&config.name, config.raft.voters.clone())
             },
-            &db,
+            &config.data_dir.join("raft"),
             &cluster,
         )
         .await?;

@@ -1,10 +1,11 @@
 //! Replicated durability: run ownership and the journals of `replicated`
-//! runs in a Raft log (openraft), stored in sled and carried between nodes
-//! by the node agents.
+//! runs in a Raft log (openraft), stored in a log file and sled and carried
+//! between nodes by the node agents.
 //!
 //! ```text
 //! state      the pure core: ownership epochs, journal lengths, fencing
-//! storage    openraft's log and state machine in sled
+//! storage    openraft's log storage and state machine (sled)
+//! log_file   the log itself: an append-only file, group commits
 //! network    openraft's messages through the node agents
 //! journal    the engine's RunStore for replicated runs: group commits
 //! failover   takes over the runs of a node declared down
@@ -17,6 +18,7 @@
 
 pub mod failover;
 pub mod journal;
+pub mod log_file;
 pub mod network;
 pub mod state;
 pub mod storage;
@@ -144,17 +146,18 @@ pub struct Replication {
 }
 
 impl Replication {
-    /// Starts Raft on `db` and serves it through `cluster`'s agent. The
-    /// first voter (by name) initializes the log the first time.
+    /// Starts Raft on the storage in `dir` (see [`storage::open`]) and
+    /// serves it through `cluster`'s agent. The first voter (by name)
+    /// initializes the log the first time.
     ///
     /// # Errors
     /// When storage cannot be opened or Raft cannot start.
     pub async fn start(
         config: RaftConfig,
-        db: &sled::Db,
+        dir: &std::path::Path,
         cluster: &Cluster,
     ) -> Result<Arc<Replication>, String> {
-        let (log, machine) = storage::open(db)?;
+        let (log, machine) = storage::open(dir)?;
         let applied = machine.applied();
         if let Some(registry) = &config.registry {
             applied.set_registry_applier(Arc::clone(registry));

@@ -1,14 +1,14 @@
-//! openraft's storage, in sled: the log (flushed in group commits before
-//! openraft hears it is durable) and the state machine (the pure
-//! [`Machine`] plus the journals of replicated runs).
+//! openraft's storage: the log in an append-only file ([`LogFile`], made
+//! durable in group commits before openraft hears it is), the rest in sled.
 //!
-//! One sled database, three trees: `raft_log` (entries by index), `raft_meta`
-//! (vote, committed, last purged), `raft_sm` (run records, journal events
-//! by append: one key per append, its events in order,
-//! the last applied log id and membership). The state machine's writes are
-//! not flushed on their own: a flush of the log flushes them too, and after
-//! a crash openraft applies again from the last applied id that did reach
-//! the disk, which is written in the same atomic batch as what it covers.
+//! The sled database has two trees: `raft_meta` (vote, committed, last
+//! purged) and `raft_sm`, the state machine (run records, journal events
+//! by append: one key per append, its events in order, the last applied
+//! log id and membership). The state machine's writes reach the disk by
+//! sled's periodic flush: after a crash openraft applies again from the
+//! last applied id that did reach the disk, which is written in the same
+//! atomic batch as what it covers, and the log keeps those entries (it is
+//! purged only after the database is flushed).
 
 // openraft's traits return its `StorageError` (large, by its design); the
 // helpers here return what the trait methods return.
@@ -25,8 +25,9 @@ use openraft::{
     Entry, EntryPayload, LogId, LogState, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
     Snapshot, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
+use super::log_file::{self, LogFile};
 use super::state::{Command, Machine, Outcome, RunRecord};
 use super::{NodeId, TypeConfig};
 use crate::registry::Record;
@@ -51,42 +52,74 @@ fn write_err(e: impl ToString) -> StorageError<NodeId> {
     StorageIOError::write(&std::io::Error::other(e.to_string())).into()
 }
 
-/// Opens (or creates) the database of the log and state machine in `dir`.
-/// Its writes reach the disk by the log's own group commits, so sled's
-/// periodic background flush is off: it would only compete with them.
+/// How often sled writes the state machine to disk.
+const SM_FLUSH_EVERY_MS: u64 = 500;
+
+/// Opens (or creates) the log and state machine kept in `dir`: the sled
+/// database there and the log file `raft.log` in it.
 ///
 /// # Errors
-/// When the directory cannot be opened, e.g. another process holds it.
-pub fn open_db(dir: &std::path::Path) -> Result<sled::Db, String> {
-    sled::Config::new()
+/// When the directory cannot be opened (e.g. another process holds it) or
+/// the log is damaged.
+pub fn open(dir: &std::path::Path) -> Result<(LogStore, StateMachine), String> {
+    let db = sled::Config::new()
         .path(dir)
         .mode(sled::Mode::HighThroughput)
-        .flush_every_ms(None)
+        .flush_every_ms(Some(SM_FLUSH_EVERY_MS))
         .open()
         .map_err(|e| {
             format!(
                 "cannot open the replicated log's data in {}: {e}",
                 dir.display()
             )
-        })
+        })?;
+    let tree = |name: &str| db.open_tree(name).map_err(|e| e.to_string());
+    let meta = tree("raft_meta")?;
+    let purged: Option<LogId<NodeId>> = match meta.get(PURGED).map_err(|e| e.to_string())? {
+        Some(bytes) => decode(&bytes)?,
+        None => None,
+    };
+    let file = LogFile::open(
+        &dir.join("raft.log"),
+        purged.map(|p| p.index),
+        log_file::RECENT_BYTES,
+    )?;
+    move_sled_log(&db, &file)?;
+    let machine = StateMachine::load(tree("raft_sm")?)?;
+    Ok((LogStore { db, meta, file }, machine))
 }
 
-/// Opens the raft trees of `db`.
-pub fn open(db: &sled::Db) -> Result<(LogStore, StateMachine), String> {
-    let tree = |name: &str| db.open_tree(name).map_err(|e| e.to_string());
-    let log = LogStore::new(db.clone(), tree("raft_log")?, tree("raft_meta")?);
-    let machine = StateMachine::load(tree("raft_sm")?)?;
-    Ok((log, machine))
+/// Moves the entries of a log kept in sled (before the log file) into the
+/// file, once.
+fn move_sled_log(db: &sled::Db, file: &LogFile) -> Result<(), String> {
+    const OLD: &str = "raft_log";
+    if !db.tree_names().iter().any(|n| n.as_ref() == OLD.as_bytes()) {
+        return Ok(());
+    }
+    let old = db.open_tree(OLD).map_err(|e| e.to_string())?;
+    if file.last().is_none() {
+        let mut entries = Vec::new();
+        for item in old.iter().values() {
+            entries.push(decode::<Entry<TypeConfig>>(
+                &item.map_err(|e| e.to_string())?,
+            )?);
+        }
+        file.append(entries).map_err(|e| e.to_string())?;
+        file.sync().map_err(|e| e.to_string())?;
+    }
+    db.drop_tree(OLD).map_err(|e| e.to_string())?;
+    db.flush().map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------- the log
 
-/// The Raft log in sled; clones share the trees.
+/// The Raft log (a file) and its metadata (in sled); clones share them.
 #[derive(Debug, Clone)]
 pub struct LogStore {
-    log: sled::Tree,
+    db: sled::Db,
     meta: sled::Tree,
-    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+    file: LogFile,
 }
 
 const VOTE: &[u8] = b"vote";
@@ -94,36 +127,6 @@ const COMMITTED: &[u8] = b"committed";
 const PURGED: &[u8] = b"purged";
 
 impl LogStore {
-    fn new(db: sled::Db, log: sled::Tree, meta: sled::Tree) -> LogStore {
-        let (flusher, mut pending) = mpsc::unbounded_channel::<LogFlushed<TypeConfig>>();
-        // Group commit: one fsync covers every append queued while the
-        // previous one ran.
-        tokio::spawn(async move {
-            while let Some(first) = pending.recv().await {
-                let mut waiting = vec![first];
-                while let Ok(next) = pending.try_recv() {
-                    waiting.push(next);
-                }
-                let started = std::time::Instant::now();
-                let result = db
-                    .flush_async()
-                    .await
-                    .map(|_| ())
-                    .map_err(std::io::Error::other);
-                metrics::histogram!("symphony_raft_flush_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                for callback in waiting {
-                    let result = match &result {
-                        Ok(()) => Ok(()),
-                        Err(e) => Err(std::io::Error::other(e.to_string())),
-                    };
-                    callback.log_io_completed(result);
-                }
-            }
-        });
-        LogStore { log, meta, flusher }
-    }
-
     fn meta_get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> StorageResult<Option<T>> {
         match self.meta.get(key).map_err(read_err)? {
             None => Ok(None),
@@ -135,20 +138,6 @@ impl LogStore {
         self.meta.insert(key, encode(value)).map_err(write_err)?;
         Ok(())
     }
-
-    fn last_entry_id(&self) -> StorageResult<Option<LogId<NodeId>>> {
-        match self.log.last().map_err(read_err)? {
-            None => Ok(None),
-            Some((_, bytes)) => {
-                let entry: Entry<TypeConfig> = decode(&bytes).map_err(read_err)?;
-                Ok(Some(entry.log_id))
-            }
-        }
-    }
-}
-
-fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -156,21 +145,17 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
-        let start = match range.start_bound() {
+        let from = match range.start_bound() {
             Bound::Included(i) => *i,
-            Bound::Excluded(i) => i + 1,
+            Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        let mut entries = Vec::new();
-        for item in self.log.range(index_key(start)..) {
-            let (key, bytes) = item.map_err(read_err)?;
-            let index = u64::from_be_bytes(key.as_ref().try_into().map_err(read_err)?);
-            if !range.contains(&index) {
-                break;
-            }
-            entries.push(decode(&bytes).map_err(read_err)?);
-        }
-        Ok(entries)
+        let until = match range.end_bound() {
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.file.read(from, until).map_err(read_err)
     }
 }
 
@@ -179,7 +164,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
         let last_purged_log_id = self.meta_get(PURGED)?;
-        let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
+        let last_log_id = self.file.last().or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -214,36 +199,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
-        for entry in entries {
-            batch.insert(&index_key(entry.log_id.index), encode(&entry));
-        }
-        self.log.apply_batch(batch).map_err(write_err)?;
-        if let Err(mpsc::error::SendError(callback)) = self.flusher.send(callback) {
-            callback.log_io_completed(Err(std::io::Error::other("the log flusher stopped")));
-        }
+        self.file.append(entries).map_err(write_err)?;
+        self.file.when_durable(callback);
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(index_key(log_id.index)..) {
-            let (key, _) = item.map_err(read_err)?;
-            batch.remove(key);
-        }
-        self.log.apply_batch(batch).map_err(write_err)?;
-        Ok(())
+        self.file.truncate(log_id.index).map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        // The state machine that covers the purged entries (and the purge
+        // point itself) reach the disk before the entries go.
         self.meta_put(PURGED, &log_id)?;
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(..=index_key(log_id.index)) {
-            let (key, _) = item.map_err(read_err)?;
-            batch.remove(key);
-        }
-        self.log.apply_batch(batch).map_err(write_err)?;
-        Ok(())
+        self.db.flush_async().await.map_err(write_err)?;
+        self.file.purge(log_id.index).map_err(write_err)
     }
 }
 
@@ -284,7 +254,13 @@ pub struct Applied {
     owners: broadcast::Sender<OwnerChange>,
     /// Where registry records go (set once, before Raft starts).
     registry: OnceLock<Arc<dyn RegistryApplier>>,
+    /// The last snapshot built or installed here (kept in memory: the log is
+    /// purged only up to a snapshot, and a restarted node builds a new one
+    /// when a peer needs it).
+    snapshot: std::sync::Mutex<Option<CurrentSnapshot>>,
 }
+
+type CurrentSnapshot = (SnapshotMeta<NodeId, openraft::BasicNode>, Vec<u8>);
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -359,6 +335,11 @@ impl Applied {
         self.registry.set(applier).is_ok()
     }
 
+    fn keep_snapshot(&self, meta: &SnapshotMeta<NodeId, openraft::BasicNode>, data: &[u8]) {
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((meta.clone(), data.to_vec()));
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -396,6 +377,7 @@ impl StateMachine {
                 inner: RwLock::new(inner),
                 owners: broadcast::channel(1024).0,
                 registry: OnceLock::new(),
+                snapshot: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -481,9 +463,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 last.map_or(0, |l| l.index)
             ),
         };
+        let data = encode(&pairs);
+        self.applied.keep_snapshot(&meta, &data);
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(encode(&pairs))),
+            snapshot: Box::new(Cursor::new(data)),
         })
     }
 }
@@ -578,11 +562,79 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         *inner = loaded;
         inner.last_applied = meta.last_log_id;
         inner.membership = meta.last_membership.clone();
+        drop(inner);
+        self.applied.keep_snapshot(meta, snapshot.get_ref());
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        // Snapshots are built on demand; none is kept.
-        Ok(None)
+        let current = self
+            .applied
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Ok(current.as_ref().map(|(meta, data)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(Cursor::new(data.clone())),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::testing::{StoreBuilder, Suite};
+
+    /// Fresh storage in a directory of its own for each of openraft's
+    /// storage tests.
+    struct Fresh;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Fresh {
+        async fn build(&self) -> StorageResult<(tempfile::TempDir, LogStore, StateMachine)> {
+            let dir = tempfile::tempdir().map_err(write_err)?;
+            let (log, machine) = open(dir.path()).map_err(write_err)?;
+            Ok((dir, log, machine))
+        }
+    }
+
+    #[test]
+    fn passes_openraft_storage_suite() {
+        Suite::test_all(Fresh).unwrap();
+    }
+
+    fn blank(index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_log_kept_in_sled_moves_into_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let old = db.open_tree("raft_log").unwrap();
+            for i in 1..=5u64 {
+                old.insert(i.to_be_bytes(), encode(&blank(i))).unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let (mut log, _) = open(dir.path()).unwrap();
+        assert_eq!(
+            log.get_log_state().await.unwrap().last_log_id,
+            Some(blank(5).log_id)
+        );
+        assert_eq!(
+            log.try_get_log_entries(2..4).await.unwrap(),
+            vec![blank(2), blank(3)]
+        );
+        drop(log);
+        let (mut log, _) = open(dir.path()).unwrap();
+        assert_eq!(
+            log.try_get_log_entries(..).await.unwrap().len(),
+            5,
+            "moved once"
+        );
     }
 }
