@@ -211,6 +211,7 @@ fn main() {
             for rep in 0..REPS {
                 let local = run(&engine, &executors, &on("owner", rep), Map::new()).await;
                 let remote = run(&engine, &executors, &on("worker", rep), Map::new()).await;
+                eprintln!("  rep {rep}: made on the owner {local:.1?}, on the worker {remote:.1?}");
                 // Whole run on the worker, making the value included: a floor.
                 whole.push(100.0 / remote.as_secs_f64());
                 // Minus the same run made locally: the move itself.
