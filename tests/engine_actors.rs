@@ -260,3 +260,39 @@ async fn a_corrupt_journal_is_refused_with_a_clear_error_and_kept() {
     );
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn invocations_stay_off_the_event_bus_and_submitted_runs_are_on_it() {
+    let executors = executors(&[]);
+    let engine = engine(
+        Arc::new(symphony::store::MemoryStore::default()),
+        executors.clone(),
+        EngineConfig::default(),
+    )
+    .await;
+    let yaml = "version: 1\nname: quiet\ndurability: none\ntasks:\n  a:\n    uses: builtin/noop\n";
+    let sources = Sources::new("wf.yaml", yaml);
+    let wf = Arc::new(wdl::compile(&sources, &executors).unwrap());
+    let mut events = engine.subscribe();
+
+    let mut invoked = engine
+        .invoke(
+            Arc::clone(&wf),
+            SubmittedSource::from_sources(&sources),
+            Map::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(invoked.wait().await.status, RunStatus::Succeeded);
+    let mut submitted = submit(&engine, &executors, yaml).await;
+    assert_eq!(submitted.wait().await.status, RunStatus::Succeeded);
+
+    // The first event on the bus is the submitted run's: the invocation,
+    // which ran to its end before, published none.
+    let first = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("an event within 10 s")
+        .unwrap();
+    assert_eq!(&*first.run_id, submitted.id());
+    assert_ne!(invoked.id(), submitted.id());
+}

@@ -264,6 +264,33 @@ impl Engine {
         source: SubmittedSource,
         inputs: Map,
     ) -> Result<RunHandle, SubmitError> {
+        self.start_fresh(workflow, source, inputs, false).await
+    }
+
+    /// Starts a pipeline invocation: a run like [`Engine::submit`]'s whose
+    /// events stay off the node's event bus. Invocations come at request
+    /// rates; on the bus they would push the events of the node's runs out
+    /// of the backlog that reconnecting readers resume from, and no reader
+    /// can name an invocation (it is not listed: a pipeline is `none`).
+    ///
+    /// # Errors
+    /// As [`Engine::submit`].
+    pub async fn invoke(
+        &self,
+        workflow: Arc<Workflow>,
+        source: SubmittedSource,
+        inputs: Map,
+    ) -> Result<RunHandle, SubmitError> {
+        self.start_fresh(workflow, source, inputs, true).await
+    }
+
+    async fn start_fresh(
+        &self,
+        workflow: Arc<Workflow>,
+        source: SubmittedSource,
+        inputs: Map,
+        quiet: bool,
+    ) -> Result<RunHandle, SubmitError> {
         if workflow.durability == Durability::Replicated {
             self.shared.replicated_store()?;
         }
@@ -278,6 +305,7 @@ impl Engine {
                     source,
                     inputs,
                     accepted: Some(accepted),
+                    quiet,
                 },
             )
             .await?;

@@ -82,6 +82,8 @@ pub enum RunMode {
         /// Told once `RunSubmitted` is durable (at once for `none`), or why
         /// it could not be made so.
         accepted: Option<tokio::sync::oneshot::Sender<Result<(), StoreError>>>,
+        /// Keep its events off the node's event bus (pipeline invocations).
+        quiet: bool,
     },
     /// Rebuild from the local journal and continue.
     Resume,
@@ -139,6 +141,8 @@ pub struct RunActorState {
     accepted: Option<tokio::sync::oneshot::Sender<Result<(), StoreError>>>,
     /// `Start` or `Resume`, applied in `post_start`.
     begin: Option<Input>,
+    /// Whether its events stay off the node's event bus.
+    quiet: bool,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -170,14 +174,17 @@ impl Actor for RunActor {
             _ => 0,
         };
         let mut accepted = None;
+        let mut quiet = false;
         let (machine, submitted, next_seq, created_ms, begin) = match mode {
             RunMode::Fresh {
                 workflow,
                 source,
                 inputs,
                 accepted: waiter,
+                quiet: off_the_bus,
             } => {
                 accepted = waiter;
+                quiet = off_the_bus;
                 let submitted = JournalEvent::RunSubmitted {
                     run_id: run_id.clone(),
                     workflow: workflow.name.clone(),
@@ -246,6 +253,7 @@ impl Actor for RunActor {
             pending_first: submitted,
             accepted,
             begin: Some(begin),
+            quiet,
         };
         // Registered before `post_start` dispatches anything, so a result from
         // another node always finds the run.
@@ -713,6 +721,9 @@ impl RunActorState {
     }
 
     fn publish(&self, seq: u64, event: JournalEvent) {
+        if self.quiet {
+            return;
+        }
         self.shared
             .events
             .publish(&self.run_id, seq, now_ms(), event);

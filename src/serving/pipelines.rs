@@ -202,7 +202,7 @@ impl Pipelines {
         let started = std::time::Instant::now();
         let inputs = wdl::check_inputs(&pipeline.workflow, &inputs).map_err(InvokeError::Inputs)?;
         let mut handle = engine
-            .submit(
+            .invoke(
                 Arc::clone(&pipeline.workflow),
                 pipeline.source.clone(),
                 inputs,
