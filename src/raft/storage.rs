@@ -75,8 +75,8 @@ pub fn open(dir: &std::path::Path) -> Result<(LogStore, StateMachine), String> {
         })?;
     let tree = |name: &str| db.open_tree(name).map_err(|e| e.to_string());
     let meta = tree("raft_meta")?;
-    let purged: Option<LogId<NodeId>> = match meta.get(PURGED).map_err(|e| e.to_string())? {
-        Some(bytes) => decode(&bytes)?,
+    let purged = match meta.get(PURGED).map_err(|e| e.to_string())? {
+        Some(bytes) => Some(decode::<LogId<NodeId>>(&bytes)?),
         None => None,
     };
     let file = LogFile::open(
@@ -163,8 +163,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let last_purged_log_id = self.meta_get(PURGED)?;
-        let last_log_id = self.file.last().or(last_purged_log_id);
+        let last_purged_log_id: Option<LogId<NodeId>> = self.meta_get(PURGED)?;
+        // The file may still hold purged entries only (a crash between the
+        // purge point's write and the file's emptying): the log ends at the
+        // purge point then.
+        let last_log_id = match (self.file.last(), last_purged_log_id) {
+            (Some(last), Some(purged)) if last.index <= purged.index => Some(purged),
+            (last, purged) => last.or(purged),
+        };
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -607,6 +613,40 @@ mod tests {
             log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Blank,
         }
+    }
+
+    #[tokio::test]
+    async fn a_purge_cut_short_by_a_crash_ends_the_log_at_the_purge_point() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (log, _) = open(dir.path()).unwrap();
+            log.file.append((1..=5).map(blank)).unwrap();
+            log.file.sync().unwrap();
+            // The purge point reached the disk; the file was not emptied.
+            log.meta_put(PURGED, &blank(7).log_id).unwrap();
+            log.db.flush().unwrap();
+        }
+        let (mut log, _) = open(dir.path()).unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(blank(7).log_id));
+        assert_eq!(state.last_log_id, Some(blank(7).log_id));
+        assert!(log.try_get_log_entries(..).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_purge_holds_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut log, _) = open(dir.path()).unwrap();
+            log.file.append((1..=10).map(blank)).unwrap();
+            log.purge(blank(4).log_id).await.unwrap();
+        }
+        let (mut log, _) = open(dir.path()).unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(blank(4).log_id));
+        assert_eq!(state.last_log_id, Some(blank(10).log_id));
+        let left = log.try_get_log_entries(..).await.unwrap();
+        assert_eq!(left, (5..=10).map(blank).collect::<Vec<_>>());
     }
 
     #[tokio::test]
