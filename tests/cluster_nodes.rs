@@ -3,20 +3,16 @@
 //! wrong cookie, garbage on the cluster port.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// A free TCP port on loopback (bound then released).
+/// A free TCP port on loopback, out of the range the OS takes ports from
+/// for other connections (see the library's function).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    symphony::chaos::runner::free_port().expect("a free port")
 }
 
 /// One `symphony node` process; killed when dropped.

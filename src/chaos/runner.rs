@@ -230,11 +230,35 @@ fn terminate(_pid: i32) -> Result<(), String> {
     Err("no SIGTERM outside Unix".to_owned())
 }
 
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("cannot find a free port: {e}"))
+/// First of the loopback ports [`free_port`] hands out.
+const PORTS_FROM: u32 = 20_000;
+/// How many: up to 31,999, below Linux's ephemeral range (32,768 and up).
+const PORTS: u32 = 12_000;
+
+/// A loopback port nothing listens on now, below the OS's ephemeral range:
+/// outgoing connections and listeners on port 0 take their ports from that
+/// range, so none of them can take this one before the node that gets it
+/// binds it (and a node restarting on its port finds it free). Each call
+/// of a process tries the next port, from a start that depends on the
+/// process id, so processes started together rarely meet. Public for the
+/// end-to-end tests, which start nodes the same way.
+///
+/// # Errors
+/// When every port of the range is taken.
+pub fn free_port() -> Result<u16, String> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % PORTS;
+    for _ in 0..PORTS {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (PORTS_FROM + (start + n) % PORTS) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(format!(
+        "no free loopback port between {PORTS_FROM} and {}",
+        PORTS_FROM + PORTS - 1
+    ))
 }
 
 /// Everything the two loops (submissions, faults) and the end share.

@@ -2,7 +2,7 @@
 //! ports, a config file in a temporary directory, waiting for `/health`.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,13 +10,10 @@ use std::time::{Duration, Instant};
 /// How long a node may take to answer `/health` with 200.
 pub const HEALTH_DEADLINE: Duration = Duration::from_secs(30);
 
-/// A port nothing listens on right now (the OS picks it; another process
-/// could take it before the node binds it, which is unlikely enough).
+/// A loopback port nothing listens on now, out of the range the OS takes
+/// ports from for other connections (see the library's function).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    symphony::chaos::runner::free_port().expect("a free port")
 }
 
 /// A running `symphony node`, killed when dropped.
