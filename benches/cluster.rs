@@ -17,7 +17,6 @@
 //!   the owner; MB/s of the move (run time minus the same run made locally).
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,11 +32,7 @@ use symphony::wdl::{self, Sources};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    symphony::chaos::runner::free_port().expect("a free port")
 }
 
 fn report(metric: &str, value: f64, unit: &str, extra: &str) {

@@ -20,7 +20,6 @@
 //!   it; 20 trials (`b` restarts on its data dir between them).
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -39,11 +38,7 @@ use symphony::wdl::{self, Sources};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    symphony::chaos::runner::free_port().expect("a free port")
 }
 
 fn report(metric: &str, value: f64, unit: &str, extra: &str) {

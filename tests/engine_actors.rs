@@ -276,11 +276,7 @@ async fn invocations_stay_off_the_event_bus_and_submitted_runs_are_on_it() {
     let mut events = engine.subscribe();
 
     let mut invoked = engine
-        .invoke(
-            Arc::clone(&wf),
-            SubmittedSource::from_sources(&sources),
-            Map::new(),
-        )
+        .invoke(wf, SubmittedSource::from_sources(&sources), Map::new())
         .await
         .unwrap();
     assert_eq!(invoked.wait().await.status, RunStatus::Succeeded);

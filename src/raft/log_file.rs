@@ -45,6 +45,8 @@ pub struct LogFile {
 
 #[derive(Debug)]
 struct Shared {
+    /// Written at positions only; its cursor belongs to the reads of old
+    /// entries, which run under the `state` lock.
     file: File,
     state: Mutex<State>,
     flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
@@ -53,8 +55,6 @@ struct Shared {
 
 #[derive(Debug)]
 struct State {
-    /// A handle for sequential reads of old entries (its cursor is ours).
-    reader: File,
     /// Where the next record goes.
     end: u64,
     /// `(index, offset)` of a record every `MARK_EVERY` indexes or so,
@@ -186,10 +186,8 @@ impl LogFile {
             .truncate(false)
             .open(path)
             .map_err(|e| fail(&e))?;
-        let reader = File::open(path).map_err(|e| fail(&e))?;
         let len = file.metadata().map_err(|e| fail(&e))?.len();
         let mut state = State {
-            reader: File::open(path).map_err(|e| fail(&e))?,
             end: 0,
             marks: Vec::new(),
             recent: VecDeque::new(),
@@ -200,7 +198,7 @@ impl LogFile {
         // The newest records, still encoded, within the memory bound.
         let mut tail: VecDeque<Raw> = VecDeque::new();
         let mut tail_bytes = 0;
-        let mut scan = Scan::new(&reader, 0, len).map_err(|e| fail(&e))?;
+        let mut scan = Scan::new(&file, 0, len).map_err(|e| fail(&e))?;
         loop {
             match scan.next().map_err(|e| fail(&e))? {
                 Next::End => break,
@@ -269,12 +267,9 @@ impl LogFile {
         let mut written = Vec::new();
         for entry in entries {
             let payload = encode(&entry);
-            written.push((buf.len() as u64, payload.len(), entry));
-            append_record(
-                &mut buf,
-                written.last().expect("pushed").2.log_id.index,
-                &payload,
-            );
+            let offset = buf.len() as u64;
+            append_record(&mut buf, entry.log_id.index, &payload);
+            written.push((offset, payload.len(), entry));
         }
         let mut state = self.state();
         let at = state.end;
@@ -331,7 +326,7 @@ impl LogFile {
             return Ok(entries);
         };
         let end = state.end;
-        let mut scan = Scan::new(&state.reader, start, end)?;
+        let mut scan = Scan::new(&self.shared.file, start, end)?;
         while let Next::Record(raw) = scan.next()? {
             if raw.index >= until {
                 break;
@@ -357,7 +352,7 @@ impl LogFile {
         // the one before it.
         let mut cut = end;
         let mut before = None;
-        let mut scan = Scan::new(&state.reader, start, end)?;
+        let mut scan = Scan::new(&self.shared.file, start, end)?;
         while let Next::Record(raw) = scan.next()? {
             if raw.index >= from {
                 cut = raw.offset;
@@ -378,10 +373,7 @@ impl LogFile {
         state.end = cut;
         state.last = last;
         state.marks.retain(|&(_, offset)| offset < cut);
-        while state.recent.back().is_some_and(|(o, _, _)| *o >= cut) {
-            let (_, _, bytes) = state.recent.pop_back().expect("checked");
-            state.recent_bytes -= bytes;
-        }
+        state.forget(|offset, _| offset >= cut);
         Ok(())
     }
 
@@ -398,19 +390,9 @@ impl LogFile {
             self.shared.file.sync_all()?;
             state.end = 0;
             state.marks.clear();
-            state.recent.clear();
-            state.recent_bytes = 0;
             state.last = None;
-            return Ok(());
         }
-        while state
-            .recent
-            .front()
-            .is_some_and(|(_, e, _)| e.log_id.index <= upto)
-        {
-            let (_, _, bytes) = state.recent.pop_front().expect("checked");
-            state.recent_bytes -= bytes;
-        }
+        state.forget(|_, entry| entry.log_id.index <= upto);
         Ok(())
     }
 }
@@ -436,6 +418,13 @@ impl State {
             let (_, _, bytes) = self.recent.pop_front().expect("not empty");
             self.recent_bytes -= bytes;
         }
+    }
+
+    /// Drops the decoded entries `gone(offset, entry)` picks.
+    fn forget(&mut self, gone: impl Fn(u64, &Entry<TypeConfig>) -> bool) {
+        self.recent
+            .retain(|(offset, entry, _)| !gone(*offset, entry));
+        self.recent_bytes = self.recent.iter().map(|(_, _, bytes)| bytes).sum();
     }
 
     /// Where to start reading to find index `index`: the last mark at or

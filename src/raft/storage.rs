@@ -75,10 +75,7 @@ pub fn open(dir: &std::path::Path) -> Result<(LogStore, StateMachine), String> {
         })?;
     let tree = |name: &str| db.open_tree(name).map_err(|e| e.to_string());
     let meta = tree("raft_meta")?;
-    let purged = match meta.get(PURGED).map_err(|e| e.to_string())? {
-        Some(bytes) => Some(decode::<LogId<NodeId>>(&bytes)?),
-        None => None,
-    };
+    let purged: Option<LogId<NodeId>> = read_meta(&meta, PURGED)?;
     let file = LogFile::open(
         &dir.join("raft.log"),
         purged.map(|p| p.index),
@@ -126,12 +123,20 @@ const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const PURGED: &[u8] = b"purged";
 
+/// The value under `key` in the log's metadata.
+fn read_meta<T: serde::de::DeserializeOwned>(
+    meta: &sled::Tree,
+    key: &[u8],
+) -> Result<Option<T>, String> {
+    match meta.get(key).map_err(|e| e.to_string())? {
+        None => Ok(None),
+        Some(bytes) => decode(&bytes).map(Some),
+    }
+}
+
 impl LogStore {
     fn meta_get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> StorageResult<Option<T>> {
-        match self.meta.get(key).map_err(read_err)? {
-            None => Ok(None),
-            Some(bytes) => decode(&bytes).map(Some).map_err(read_err),
-        }
+        read_meta(&self.meta, key).map_err(read_err)
     }
 
     fn meta_put<T: serde::Serialize>(&self, key: &[u8], value: &T) -> StorageResult<()> {
