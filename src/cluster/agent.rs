@@ -4,22 +4,23 @@
 //! node's name, so peers find it by name. Through it pass heartbeats
 //! (answered here, reported to the [`Manager`](super::manager)), assignments
 //! from other nodes (run here as attempt actors it supervises, up to a bound:
-//! beyond it the owner hears `overloaded`), results going home, and stop
-//! requests.
+//! beyond it the owner hears `overloaded`), results coming home and their
+//! acknowledgements, and stop requests. Results going home leave through the
+//! node's [`Outbox`], from the finished attempt's own task.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
 
 use std::sync::Arc;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorClusterMessage;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::blob::{Blobs, ChunkBytes, ChunkRequest, Payload};
 use super::manager::ManagerMsg;
 use super::models::{ClusterRegistry, ManifestReply, ManifestRequest};
 use super::nemesis::Nemesis;
+use super::outbox::Outbox;
 use super::wire::{
     Assigned, Delivered, Finished, Heartbeat, Homeward, InferRequest, Inferred, RaftReply, RaftRpc,
     StopAttempt, Wire,
@@ -171,21 +172,12 @@ pub struct AgentState {
     replicas: ReplicaSlot,
     raft: RaftSlot,
     nemesis: Arc<Nemesis>,
-    /// Results sent home and not yet acknowledged, by delivery number:
-    /// sent again whenever their owner is heard (a frozen or cut-off owner,
-    /// or a link that died under them, loses nothing).
-    unacked: BTreeMap<u64, (Instant, String, Finished)>,
-    next_delivery: u64,
+    /// Results sent home and not yet acknowledged.
+    outbox: Arc<Outbox>,
 }
 
 /// The answer of a node without a model registry to an artifact request.
 const NO_REGISTRY: &str = "this node has no model registry";
-/// Most results kept unacknowledged.
-const OUTBOX_MAX: usize = 10_000;
-/// How long a result waits for its owner.
-const OUTBOX_TTL: Duration = Duration::from_secs(120);
-/// A result unacknowledged this long is sent again when its owner pings.
-const RESEND_AFTER: Duration = Duration::from_millis(500);
 
 impl Actor for NodeAgent {
     type Msg = AgentMsg;
@@ -210,9 +202,8 @@ impl Actor for NodeAgent {
             models: args.models,
             replicas: args.replicas,
             raft: args.raft,
+            outbox: Arc::new(Outbox::new(node, Arc::clone(&args.nemesis))),
             nemesis: args.nemesis,
-            unacked: BTreeMap::new(),
-            next_delivery: 0,
         })
     }
 
@@ -232,7 +223,7 @@ impl Actor for NodeAgent {
                     }));
                     let _ = state.nemesis.cast(&ping.from, &peer, pong);
                 }
-                state.resend(&ping.from);
+                state.outbox.heard(&ping.from);
                 if let Some(models) = &state.models {
                     models.heard(&ping);
                 }
@@ -254,18 +245,17 @@ impl Actor for NodeAgent {
                 blob => state.fetch_then_assign(&myself, assignment, blob),
             },
             AgentMsg::Ack(Wire(Ok(ack))) => {
-                state.unacked.remove(&ack.delivery);
+                state.outbox.acked(ack.delivery);
             }
             AgentMsg::Ack(Wire(Err(_))) => {}
             AgentMsg::Finished(Wire(Ok(f))) => {
-                if let Some(worker) = agent_of(&f.from) {
-                    let ack = Delivered {
-                        delivery: f.delivery,
-                    };
-                    let ack = AgentMsg::Ack(Wire::new(ack));
-                    let _ = state.nemesis.cast(&f.from, &worker, ack);
-                }
+                let (from, delivery) = (f.from.clone(), f.delivery);
+                // The run first: the acknowledgement is off its path.
                 state.receive(f);
+                if let Some(worker) = agent_of(&from) {
+                    let ack = AgentMsg::Ack(Wire::new(Delivered { delivery }));
+                    let _ = state.nemesis.cast(&from, &worker, ack);
+                }
             }
             AgentMsg::Fetch(Wire(Ok(req)), reply) => {
                 let _ = reply.send(state.blobs.chunk(&req));
@@ -273,7 +263,7 @@ impl Actor for NodeAgent {
             AgentMsg::Fetch(Wire(Err(e)), reply) => {
                 let _ = reply.send(ChunkBytes(Err(e)));
             }
-            AgentMsg::Home(Wire(Ok(h))) => state.send_home(h.owner, h.finished),
+            AgentMsg::Home(Wire(Ok(h))) => state.outbox.send(h.owner, h.finished),
             AgentMsg::Stop(Wire(Ok(stop))) => {
                 for (run, key, attempt, _, actor) in state.running.values() {
                     if *run == stop.run_id && *key == stop.key && *attempt == stop.attempt {
@@ -354,7 +344,7 @@ impl Actor for NodeAgent {
             SupervisionEvent::ActorFailed(cell, err) => {
                 if let Some((run_id, key, attempt, owner, _)) = state.running.remove(&cell.get_id())
                 {
-                    state.send_home(
+                    state.outbox.send(
                         owner,
                         Finished {
                             run_id,
@@ -399,54 +389,6 @@ impl AgentState {
             (Err(e), _) => {
                 let result = Err(TaskError::fatal("wire", e));
                 let _ = reply.send(Wire::new(Inferred { result }));
-            }
-        }
-    }
-
-    /// Sends a result to the agent of the run's owner, keeping it until the
-    /// owner acknowledges it.
-    fn send_home(&mut self, owner: String, mut finished: Finished) {
-        self.next_delivery += 1;
-        finished.from = self.engine.node().to_owned();
-        finished.delivery = self.next_delivery;
-        if let Some(agent) = agent_of(&owner) {
-            let msg = AgentMsg::Finished(Wire::new(finished.clone()));
-            let _ = self.nemesis.cast(&owner, &agent, msg);
-        } else {
-            debug!(owner = %owner, run = %finished.run_id, "Owner unreachable; result kept.");
-        }
-        if self.unacked.len() == OUTBOX_MAX {
-            self.unacked.pop_first();
-            metrics::counter!("symphony_results_undeliverable_total").increment(1);
-        }
-        self.unacked
-            .insert(self.next_delivery, (Instant::now(), owner, finished));
-    }
-
-    /// `owner` was heard from: send again what it has not acknowledged;
-    /// forget what is too old.
-    fn resend(&mut self, owner: &str) {
-        if self.unacked.is_empty() {
-            return;
-        }
-        let expired: Vec<u64> = self
-            .unacked
-            .iter()
-            .filter(|(_, (at, _, _))| at.elapsed() > OUTBOX_TTL)
-            .map(|(d, _)| *d)
-            .collect();
-        for d in expired {
-            self.unacked.remove(&d);
-            metrics::counter!("symphony_results_undeliverable_total").increment(1);
-        }
-        let Some(agent) = agent_of(owner) else {
-            return;
-        };
-        for (at, to, finished) in self.unacked.values_mut() {
-            if to == owner && at.elapsed() > RESEND_AFTER {
-                *at = Instant::now();
-                let msg = AgentMsg::Finished(Wire::new(finished.clone()));
-                let _ = self.nemesis.cast(owner, &agent, msg);
             }
         }
     }
@@ -520,7 +462,7 @@ impl AgentState {
         if accepted >= self.max_accepted {
             metrics::counter!("symphony_overloaded_replies_total").increment(1);
             let owner = a.owner.clone();
-            self.send_home(
+            self.outbox.send(
                 owner,
                 Finished {
                     run_id: a.run_id,
@@ -539,7 +481,7 @@ impl AgentState {
         let (run_id, key, attempt, owner) = (a.run_id.clone(), a.key, a.attempt, a.owner.clone());
         let home = owner.clone();
         let report_run = run_id.clone();
-        let me = myself.clone();
+        let outbox = Arc::clone(&self.outbox);
         let blobs = Arc::clone(&self.blobs);
         let report: crate::engine::remote::ReportFn = Box::new(move |result| {
             let finished = Finished {
@@ -550,11 +492,8 @@ impl AgentState {
                 from: String::new(),
                 delivery: 0,
             };
-            let homeward = Homeward {
-                owner: home,
-                finished,
-            };
-            let _ = me.cast(AgentMsg::Home(Wire::new(homeward)));
+            // From the attempt's task: no hop through this agent.
+            outbox.send(home, finished);
         });
         self.starting += 1;
         let spawned = self.engine.run_assigned(a, myself.get_cell(), report).await;
@@ -566,7 +505,7 @@ impl AgentState {
             }
             Err(error) => {
                 warn!(run = %run_id, error = %error, "Could not start an assigned attempt.");
-                self.send_home(
+                self.outbox.send(
                     owner,
                     Finished {
                         run_id,

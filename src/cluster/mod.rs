@@ -17,6 +17,7 @@ pub mod blob;
 pub mod manager;
 pub mod models;
 pub mod nemesis;
+pub mod outbox;
 pub mod placement;
 mod view;
 pub mod wire;
