@@ -262,7 +262,7 @@ async fn a_corrupt_journal_is_refused_with_a_clear_error_and_kept() {
 }
 
 #[tokio::test]
-async fn invocations_stay_off_the_event_bus_and_submitted_runs_are_on_it() {
+async fn invocations_stay_off_the_event_bus_and_out_of_recent_outcomes() {
     let executors = executors(&[]);
     let engine = engine(
         Arc::new(symphony::store::MemoryStore::default()),
@@ -291,4 +291,10 @@ async fn invocations_stay_off_the_event_bus_and_submitted_runs_are_on_it() {
         .unwrap();
     assert_eq!(&*first.run_id, submitted.id());
     assert_ne!(invoked.id(), submitted.id());
+
+    // A finished `none` run is still found for a while; an invocation is
+    // not (at request rates it would push the node's runs out).
+    let found = engine.run_info(submitted.id()).await.unwrap();
+    assert_eq!(found.map(|i| i.status), Some(RunStatus::Succeeded));
+    assert!(engine.run_info(invoked.id()).await.unwrap().is_none());
 }

@@ -268,10 +268,12 @@ impl Engine {
     }
 
     /// Starts a pipeline invocation: a run like [`Engine::submit`]'s whose
-    /// events stay off the node's event bus. Invocations come at request
-    /// rates; on the bus they would push the events of the node's runs out
-    /// of the backlog that reconnecting readers resume from, and no reader
-    /// can name an invocation (it is not listed: a pipeline is `none`).
+    /// events stay off the node's event bus and whose outcome is not kept
+    /// among the recent outcomes. Invocations come at request rates; there
+    /// they would push the node's runs out of the backlog that reconnecting
+    /// readers resume from and out of the outcomes `status` finds, and no
+    /// reader can name an invocation (it is not listed: a pipeline is
+    /// `none`).
     ///
     /// # Errors
     /// As [`Engine::submit`].

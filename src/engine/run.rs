@@ -82,7 +82,8 @@ pub enum RunMode {
         /// Told once `RunSubmitted` is durable (at once for `none`), or why
         /// it could not be made so.
         accepted: Option<tokio::sync::oneshot::Sender<Result<(), StoreError>>>,
-        /// Keep its events off the node's event bus (pipeline invocations).
+        /// A pipeline invocation: its events stay off the node's event bus
+        /// and its outcome out of the recent outcomes.
         quiet: bool,
     },
     /// Rebuild from the local journal and continue.
@@ -141,7 +142,8 @@ pub struct RunActorState {
     accepted: Option<tokio::sync::oneshot::Sender<Result<(), StoreError>>>,
     /// `Start` or `Resume`, applied in `post_start`.
     begin: Option<Input>,
-    /// Whether its events stay off the node's event bus.
+    /// Whether its events stay off the node's event bus and its outcome
+    /// out of the recent outcomes (a pipeline invocation).
     quiet: bool,
 }
 
@@ -749,7 +751,9 @@ impl RunActorState {
             dropped_results: self.machine.dropped_results(),
         };
         let outcome = Arc::new(outcome);
-        self.shared.remember(&outcome, self.created_ms);
+        if !self.quiet {
+            self.shared.remember(&outcome, self.created_ms);
+        }
         self.outcome.send_replace(Some(outcome));
     }
 }
