@@ -9,11 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// A free TCP port on loopback, out of the range the OS takes ports from
-/// for other connections (see the library's function).
-fn free_port() -> u16 {
-    symphony::chaos::runner::free_port().expect("a free port")
-}
+mod support;
+use support::node::free_port;
 
 /// One `symphony node` process; killed when dropped.
 struct Node {

@@ -60,8 +60,8 @@ struct State {
     /// `(index, offset)` of a record every `MARK_EVERY` indexes or so,
     /// the file's first among them, ascending.
     marks: Vec<(u64, u64)>,
-    /// The newest entries with their offsets, ascending.
-    recent: VecDeque<(u64, Entry<TypeConfig>, usize)>,
+    /// The newest entries with their encoded sizes, ascending.
+    recent: VecDeque<(Entry<TypeConfig>, usize)>,
     recent_bytes: usize,
     /// The last entry's id.
     last: Option<LogId<NodeId>>,
@@ -230,7 +230,7 @@ impl LogFile {
         for raw in tail {
             let entry = decode(&raw).map_err(|e| fail(&e))?;
             state.last = Some(entry.log_id);
-            state.remember(raw.offset, entry, raw.payload.len(), recent_cap);
+            state.remember(entry, raw.payload.len(), recent_cap);
         }
         let (flusher, pending) = mpsc::channel();
         let syncer = file.try_clone().map_err(|e| fail(&e))?;
@@ -278,7 +278,7 @@ impl LogFile {
         for (offset, bytes, entry) in written {
             state.note(entry.log_id.index, at + offset);
             state.last = Some(entry.log_id);
-            state.remember(at + offset, entry, bytes, self.shared.recent_cap);
+            state.remember(entry, bytes, self.shared.recent_cap);
         }
         Ok(())
     }
@@ -309,13 +309,13 @@ impl LogFile {
         if from >= until {
             return Ok(Vec::new());
         }
-        if let Some((_, first, _)) = state.recent.front()
+        if let Some((first, _)) = state.recent.front()
             && first.log_id.index <= from
         {
             return Ok(state
                 .recent
                 .iter()
-                .map(|(_, e, _)| e)
+                .map(|(e, _)| e)
                 .skip_while(|e| e.log_id.index < from)
                 .take_while(|e| e.log_id.index < until)
                 .cloned()
@@ -373,7 +373,7 @@ impl LogFile {
         state.end = cut;
         state.last = last;
         state.marks.retain(|&(_, offset)| offset < cut);
-        state.forget(|offset, _| offset >= cut);
+        state.forget(|entry| entry.log_id.index >= from);
         Ok(())
     }
 
@@ -392,7 +392,7 @@ impl LogFile {
             state.marks.clear();
             state.last = None;
         }
-        state.forget(|_, entry| entry.log_id.index <= upto);
+        state.forget(|entry| entry.log_id.index <= upto);
         Ok(())
     }
 }
@@ -411,20 +411,19 @@ impl State {
     }
 
     /// Keeps `entry` decoded, within the memory bound.
-    fn remember(&mut self, offset: u64, entry: Entry<TypeConfig>, bytes: usize, cap: usize) {
-        self.recent.push_back((offset, entry, bytes));
+    fn remember(&mut self, entry: Entry<TypeConfig>, bytes: usize, cap: usize) {
+        self.recent.push_back((entry, bytes));
         self.recent_bytes += bytes;
         while self.recent_bytes > cap && self.recent.len() > 1 {
-            let (_, _, bytes) = self.recent.pop_front().expect("not empty");
+            let (_, bytes) = self.recent.pop_front().expect("not empty");
             self.recent_bytes -= bytes;
         }
     }
 
-    /// Drops the decoded entries `gone(offset, entry)` picks.
-    fn forget(&mut self, gone: impl Fn(u64, &Entry<TypeConfig>) -> bool) {
-        self.recent
-            .retain(|(offset, entry, _)| !gone(*offset, entry));
-        self.recent_bytes = self.recent.iter().map(|(_, _, bytes)| bytes).sum();
+    /// Drops the decoded entries `gone` picks.
+    fn forget(&mut self, gone: impl Fn(&Entry<TypeConfig>) -> bool) {
+        self.recent.retain(|(entry, _)| !gone(entry));
+        self.recent_bytes = self.recent.iter().map(|(_, bytes)| bytes).sum();
     }
 
     /// Where to start reading to find index `index`: the last mark at or
