@@ -22,7 +22,7 @@ use super::models::{ClusterRegistry, ManifestReply, ManifestRequest};
 use super::nemesis::Nemesis;
 use super::outbox::Outbox;
 use super::wire::{
-    Assigned, Delivered, Finished, Heartbeat, Homeward, InferRequest, Inferred, RaftReply, RaftRpc,
+    Assigned, Delivered, Finished, Heartbeat, InferRequest, Inferred, RaftReply, RaftRpc,
     StopAttempt, Wire,
 };
 use crate::engine::attempt::AttemptMsg;
@@ -62,8 +62,6 @@ pub enum AgentMsg {
     Finished(Wire<Finished>),
     /// Stop an attempt that was assigned here.
     Stop(Wire<StopAttempt>),
-    /// (Local) an attempt assigned here finished: send its result home.
-    Home(Wire<Homeward>),
     /// The owner got a result this node sent.
     Ack(Wire<Delivered>),
     /// Part of a blob this node holds.
@@ -93,7 +91,6 @@ impl std::fmt::Debug for AgentMsg {
             AgentMsg::Assign(_) => "Assign",
             AgentMsg::Finished(_) => "Finished",
             AgentMsg::Stop(_) => "Stop",
-            AgentMsg::Home(_) => "Home",
             AgentMsg::Fetch(..) => "Fetch",
             AgentMsg::Ack(_) => "Ack",
             AgentMsg::RegistrySync(_) => "RegistrySync",
@@ -263,7 +260,6 @@ impl Actor for NodeAgent {
             AgentMsg::Fetch(Wire(Err(e)), reply) => {
                 let _ = reply.send(ChunkBytes(Err(e)));
             }
-            AgentMsg::Home(Wire(Ok(h))) => state.outbox.send(h.owner, h.finished),
             AgentMsg::Stop(Wire(Ok(stop))) => {
                 for (run, key, attempt, _, actor) in state.running.values() {
                     if *run == stop.run_id && *key == stop.key && *attempt == stop.attempt {
@@ -279,7 +275,6 @@ impl Actor for NodeAgent {
             | AgentMsg::Assign(Wire(Err(_)))
             | AgentMsg::Finished(Wire(Err(_)))
             | AgentMsg::Stop(Wire(Err(_)))
-            | AgentMsg::Home(Wire(Err(_)))
             | AgentMsg::RegistrySync(Wire(Err(_))) => {}
             AgentMsg::RegistrySync(Wire(Ok(records))) => {
                 if let Some(models) = &state.models {
@@ -420,16 +415,22 @@ impl AgentState {
         assignment: Assignment,
         input: Payload,
     ) {
-        let (me, blobs) = (myself.clone(), Arc::clone(&self.blobs));
+        let (me, blobs, outbox) = (
+            myself.clone(),
+            Arc::clone(&self.blobs),
+            Arc::clone(&self.outbox),
+        );
         tokio::spawn(async move {
-            let msg = match blobs.unpack(input, true).await {
-                Ok(value) => AgentMsg::Assign(Wire::new(Assigned {
-                    assignment,
-                    input: Payload::Inline(value),
-                })),
-                Err(e) => AgentMsg::Home(Wire::new(Homeward {
-                    owner: assignment.owner,
-                    finished: Finished {
+            match blobs.unpack(input, true).await {
+                Ok(value) => {
+                    let _ = me.cast(AgentMsg::Assign(Wire::new(Assigned {
+                        assignment,
+                        input: Payload::Inline(value),
+                    })));
+                }
+                Err(e) => outbox.send(
+                    assignment.owner,
+                    Finished {
                         run_id: assignment.run_id,
                         key: assignment.key,
                         attempt: assignment.attempt,
@@ -437,9 +438,8 @@ impl AgentState {
                         from: String::new(),
                         delivery: 0,
                     },
-                })),
-            };
-            let _ = me.cast(msg);
+                ),
+            }
         });
     }
 

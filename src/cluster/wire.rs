@@ -112,15 +112,6 @@ pub struct Assigned {
     pub input: Payload,
 }
 
-/// A result on its way home, with the node it goes to (local to a node).
-#[derive(Debug, Clone, PartialEq, Encode, Decode)]
-pub struct Homeward {
-    /// The node that owns the run.
-    pub owner: String,
-    /// The result.
-    pub finished: Finished,
-}
-
 /// Stop an assigned attempt (timeout, cancellation, sibling failure).
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct StopAttempt {
