@@ -8,8 +8,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use tract_onnx::prelude::{
-    Framework, InferenceFact, InferenceModelExt, IntoTValue, OutletId, Symbol, SymbolValues, TDim,
-    TValue, TVec, TypedModel, TypedSimplePlan,
+    Framework, InferenceFact, InferenceModelExt, IntoTValue, OutletId, SimpleState, Symbol,
+    SymbolValues, TDim, TValue, TVec, TractError, TypedModel, TypedSimplePlan,
 };
 use tract_onnx::tract_hir::infer::Factoid;
 
@@ -296,14 +296,28 @@ impl Model {
             .map(|t| to_tract(t).map(IntoTValue::into_tvalue))
             .collect::<Result<TVec<TValue>, _>>()
             .map_err(InferenceError::Run)?;
-        let plan = match (&self.inner.batch, inputs.first()) {
-            (Some(batch), Some(first)) => batch.plan(first.shape[0]),
+        let batch = match (&self.inner.batch, inputs.first()) {
+            (Some(batch), Some(first)) => Some((batch, first.shape[0])),
             _ => None,
-        }
-        .unwrap_or_else(|| Arc::clone(&self.inner.plan));
+        };
+        let concrete = batch.and_then(|(batch, rows)| batch.plan(rows));
         let outputs = guard(InferenceError::Run, || {
-            plan.run(values)
-                .map_err(|e| InferenceError::Run(format!("{e:#}")))
+            let failed = |e: TractError| InferenceError::Run(format!("{e:#}"));
+            if let Some(plan) = concrete {
+                return plan.run(values).map_err(failed);
+            }
+            let mut state = SimpleState::new(&*self.inner.plan).map_err(failed)?;
+            if let Some((batch, rows)) = batch {
+                // Told the batch size up front, tract need not work it out
+                // from the inputs, which costs an error (and a backtrace
+                // capture when RUST_BACKTRACE is set) per run.
+                let rows = i64::try_from(rows).unwrap_or(i64::MAX);
+                state
+                    .session_state
+                    .resolved_symbols
+                    .set(&batch.symbol, rows);
+            }
+            state.run(values).map_err(failed)
         })?;
         outputs
             .iter()
