@@ -300,18 +300,17 @@ impl Model {
             (Some(batch), Some(first)) => Some((batch, first.shape[0])),
             _ => None,
         };
-        let concrete = batch.and_then(|(batch, rows)| batch.plan(rows));
+        let plan = batch
+            .and_then(|(batch, rows)| batch.plan(rows))
+            .unwrap_or_else(|| Arc::clone(&self.inner.plan));
         let outputs = guard(InferenceError::Run, || {
             let failed = |e: TractError| InferenceError::Run(format!("{e:#}"));
-            if let Some(plan) = concrete {
-                return plan.run(values).map_err(failed);
-            }
-            let mut state = SimpleState::new(&*self.inner.plan).map_err(failed)?;
-            if let Some((batch, rows)) = batch {
-                // Told the batch size up front, tract need not work it out
-                // from the inputs, which costs an error (and a backtrace
-                // capture when RUST_BACKTRACE is set) per run.
-                let rows = i64::try_from(rows).unwrap_or(i64::MAX);
+            let mut state = SimpleState::new(&*plan).map_err(failed)?;
+            // Told the batch size up front, tract need not work it out from
+            // the inputs of the symbolic plan, which costs an error (and a
+            // backtrace capture when RUST_BACKTRACE is set) per run; a
+            // concrete plan has no symbol left and ignores it.
+            if let Some((batch, Ok(rows))) = batch.map(|(b, rows)| (b, i64::try_from(rows))) {
                 state
                     .session_state
                     .resolved_symbols
