@@ -71,30 +71,33 @@ impl ClusterPlacement {
 
 impl Placement for ClusterPlacement {
     fn place(&self, labels: &BTreeMap<String, String>) -> Placed {
-        let view = self.view.snapshot();
-        let candidates: Vec<&Member> = view
-            .members
-            .iter()
-            .filter(|m| (m.name == view.node || m.state == PeerState::Up) && matches(m, labels))
-            .collect();
-        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        let load_of = |m: &Member| {
-            let load = if m.name == view.node {
-                self.engine.load()
-            } else {
-                m.load + sent.get(&m.name).copied().unwrap_or(0)
-            };
-            f64::from(load) / f64::from(m.slots.max(1))
-        };
         let draw = {
             let mut j = self.jitter.lock().unwrap_or_else(|p| p.into_inner());
             (j.next_f64(), j.next_f64())
         };
-        match choose(&candidates, load_of, draw) {
-            None => Placed::Nowhere,
-            Some(m) if m.name == view.node => Placed::Local,
-            Some(m) => Placed::Remote(m.name.clone()),
-        }
+        // Read in place: a task is placed per attempt, and a copy of the
+        // view would copy every member's labels and artifact list.
+        self.view.with(|view| {
+            let candidates: Vec<&Member> = view
+                .members
+                .iter()
+                .filter(|m| (m.name == view.node || m.state == PeerState::Up) && matches(m, labels))
+                .collect();
+            let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+            let load_of = |m: &Member| {
+                let load = if m.name == view.node {
+                    self.engine.load()
+                } else {
+                    m.load + sent.get(&m.name).copied().unwrap_or(0)
+                };
+                f64::from(load) / f64::from(m.slots.max(1))
+            };
+            match choose(&candidates, load_of, draw) {
+                None => Placed::Nowhere,
+                Some(m) if m.name == view.node => Placed::Local,
+                Some(m) => Placed::Remote(m.name.clone()),
+            }
+        })
     }
 
     fn assign(&self, node: &str, mut assignment: Assignment) -> Result<(), String> {

@@ -102,6 +102,12 @@ impl ClusterView {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// `f` of the current view, read in place: for the hot paths that need
+    /// a few fields of it and not a copy of every member.
+    pub fn with<T>(&self, f: impl FnOnce(&ClusterSnapshot) -> T) -> T {
+        f(&self.inner.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Whether this node has joined its cluster (what `/health` reports).
     pub fn is_joined(&self) -> bool {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).joined
