@@ -275,10 +275,7 @@ async fn invocations_stay_off_the_event_bus_and_out_of_recent_outcomes() {
     let wf = Arc::new(wdl::compile(&sources, &executors).unwrap());
     let mut events = engine.subscribe();
 
-    let mut invoked = engine
-        .invoke(wf, SubmittedSource::from_sources(&sources), Map::new())
-        .await
-        .unwrap();
+    let mut invoked = engine.invoke(wf, Map::new()).await.unwrap();
     assert_eq!(invoked.wait().await.status, RunStatus::Succeeded);
     let mut submitted = submit(&engine, &executors, yaml).await;
     assert_eq!(submitted.wait().await.status, RunStatus::Succeeded);
@@ -297,4 +294,13 @@ async fn invocations_stay_off_the_event_bus_and_out_of_recent_outcomes() {
     let found = engine.run_info(submitted.id()).await.unwrap();
     assert_eq!(found.map(|i| i.status), Some(RunStatus::Succeeded));
     assert!(engine.run_info(invoked.id()).await.unwrap().is_none());
+
+    // Only `none` workflows are invoked: a journaled one is refused, saying why.
+    let local = "version: 1\nname: kept\ndurability: local\ntasks:\n  a:\n    uses: builtin/noop\n";
+    let kept = Arc::new(wdl::compile(&Sources::new("kept.yaml", local), &executors).unwrap());
+    let refused = engine.invoke(kept, Map::new()).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("not `durability: none`"),
+        "{refused}"
+    );
 }

@@ -11,12 +11,12 @@ use std::time::Instant;
 
 use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::event::TaskKey;
+use super::pool::{Pool, TaskExecutor};
 use super::run::RunMsg;
-use crate::executor::{AttemptContext, Executor, TaskError};
+use crate::executor::{AttemptContext, TaskError};
 use crate::value::Value;
 
 /// Messages of [`TaskAttempt`].
@@ -37,15 +37,13 @@ pub struct AttemptArgs {
     /// Identity handed to the executor.
     pub ctx: AttemptContext,
     /// The executor for the task's `uses`.
-    pub executor: Arc<dyn Executor>,
-    /// Metric label: the task's `uses`.
-    pub uses: Arc<str>,
+    pub executor: Arc<TaskExecutor>,
     /// The rendered `with`.
     pub input: Value,
     /// The node it runs on (for its tracing span).
     pub node: Arc<str>,
     /// The node's executor pool.
-    pub pool: Arc<Semaphore>,
+    pub pool: Arc<Pool>,
     /// Where the result goes.
     pub report: Report,
 }
@@ -117,32 +115,12 @@ impl Actor for TaskAttempt {
     }
 }
 
-/// Counts an attempt in `symphony_attempts_running` while it lives, also when
-/// it is killed mid-execution.
-struct Running(metrics::Gauge);
-
-impl Running {
-    fn start() -> Running {
-        let gauge = metrics::gauge!("symphony_attempts_running");
-        gauge.increment(1.0);
-        Running(gauge)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
-}
-
 async fn run_attempt(args: &mut AttemptArgs) -> Result<Value, TaskError> {
-    let queued = metrics::gauge!("symphony_attempts_queued");
-    queued.increment(1.0);
-    let permit = args.pool.acquire().await;
-    queued.decrement(1.0);
-    let _permit =
-        permit.map_err(|_| TaskError::retryable("shutdown", "the executor pool is closed"))?;
-    let _running = Running::start();
+    let _slot = args
+        .pool
+        .acquire()
+        .await
+        .map_err(|_| TaskError::retryable("shutdown", "the executor pool is closed"))?;
     let started = Instant::now();
     let input = std::mem::take(&mut args.input);
     // Every log line of the executor carries which attempt it belongs to.
@@ -154,12 +132,12 @@ async fn run_attempt(args: &mut AttemptArgs) -> Result<Value, TaskError> {
         item = args.ctx.item,
         attempt = args.ctx.attempt,
     );
-    let result = AssertUnwindSafe(args.executor.execute(&args.ctx, input).instrument(span))
+    let executor = &args.executor;
+    let result = AssertUnwindSafe(executor.executor.execute(&args.ctx, input).instrument(span))
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| Err(TaskError::fatal("panic", panic_text(&*panic))));
-    metrics::histogram!("symphony_attempt_duration_seconds", "executor" => args.uses.clone())
-        .record(started.elapsed());
+    executor.duration.record(started.elapsed());
     result
 }
 

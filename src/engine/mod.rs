@@ -16,6 +16,8 @@
 pub mod attempt;
 pub mod bus;
 pub mod event;
+pub mod meters;
+pub mod pool;
 mod query;
 pub mod remote;
 pub mod retry;
@@ -27,7 +29,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::sync::{broadcast, watch};
 
 use self::bus::{EventBus, EventId, Follow};
 use tracing::{error, warn};
@@ -108,9 +110,11 @@ pub struct RunOutcome {
 /// Services every run actor shares.
 pub struct Shared {
     config: EngineConfig,
-    executors: Executors,
+    executors: pool::Resolver,
+    /// Metric handles per workflow name.
+    workflows: meters::ByName<meters::WorkflowMeters>,
     store: Arc<dyn RunStore>,
-    pool: Arc<Semaphore>,
+    pool: Arc<pool::Pool>,
     events: EventBus,
     compile: CompileFn,
     /// Outcomes of the latest finished runs, so a `none` run can still be
@@ -235,10 +239,11 @@ impl Engine {
     ) -> Result<Engine, SubmitError> {
         let events = EventBus::new(run::now_ms(), bus::BACKLOG);
         let shared = Arc::new(Shared {
-            pool: Arc::new(Semaphore::new(config.slots.max(1))),
+            pool: Arc::new(pool::Pool::new(config.slots)),
             node: Arc::from(config.node.as_str()),
             config,
-            executors,
+            executors: pool::Resolver::new(executors),
+            workflows: meters::ByName::default(),
             store,
             events,
             compile,
@@ -264,26 +269,54 @@ impl Engine {
         source: SubmittedSource,
         inputs: Map,
     ) -> Result<RunHandle, SubmitError> {
-        self.start_fresh(workflow, source, inputs, false).await
+        self.start_fresh(workflow, source, inputs).await
     }
 
-    /// Starts a pipeline invocation: a run like [`Engine::submit`]'s whose
-    /// events stay off the node's event bus and whose outcome is not kept
-    /// among the recent outcomes. Invocations come at request rates; there
-    /// they would push the node's runs out of the backlog that reconnecting
-    /// readers resume from and out of the outcomes `status` finds, and no
-    /// reader can name an invocation (it is not listed: a pipeline is
-    /// `none`).
+    /// Starts a pipeline invocation: a run like [`Engine::submit`]'s of a
+    /// `durability: none` workflow whose events stay off the node's event
+    /// bus and whose outcome is not kept among the recent outcomes.
+    /// Invocations come at request rates; there they would push the node's
+    /// runs out of the backlog that reconnecting readers resume from and
+    /// out of the outcomes `status` finds, and no reader can name an
+    /// invocation (it is not listed: a pipeline is `none`).
+    ///
+    /// The run actor is spawned here, on the caller's task, linked to the
+    /// supervisor, rather than by the supervisor: an invocation has no
+    /// journal to restart from, so the supervisor has nothing to keep for
+    /// it, and starting runs one at a time in its mailbox would make every
+    /// request wait for the ones before it. If the actor fails, its outcome
+    /// channel closes and [`RunHandle::wait`] answers with a failure.
     ///
     /// # Errors
-    /// As [`Engine::submit`].
+    /// When the workflow is not `durability: none`, or the run actor cannot
+    /// start.
     pub async fn invoke(
         &self,
         workflow: Arc<Workflow>,
-        source: SubmittedSource,
         inputs: Map,
     ) -> Result<RunHandle, SubmitError> {
-        self.start_fresh(workflow, source, inputs, true).await
+        if workflow.durability != Durability::None {
+            return Err(SubmitError::Spawn(format!(
+                "workflow \"{}\" is not `durability: none`; only those are invoked as pipelines",
+                workflow.name
+            )));
+        }
+        let run_id = ulid::Ulid::new().to_string();
+        let (outcome, rx) = watch::channel(None);
+        let args = RunArgs {
+            run_id: run_id.clone(),
+            mode: RunMode::Invocation { workflow, inputs },
+            shared: Arc::clone(&self.shared),
+            outcome,
+        };
+        Actor::spawn_linked(None, RunActor, args, self.supervisor.get_cell())
+            .await
+            .map_err(|e| SubmitError::Spawn(spawn_reason(e)))?;
+        Ok(RunHandle {
+            run_id,
+            supervisor: self.supervisor.clone(),
+            outcome: rx,
+        })
     }
 
     async fn start_fresh(
@@ -291,7 +324,6 @@ impl Engine {
         workflow: Arc<Workflow>,
         source: SubmittedSource,
         inputs: Map,
-        quiet: bool,
     ) -> Result<RunHandle, SubmitError> {
         if workflow.durability == Durability::Replicated {
             self.shared.replicated_store()?;
@@ -307,7 +339,6 @@ impl Engine {
                     source,
                     inputs,
                     accepted: Some(accepted),
-                    quiet,
                 },
             )
             .await?;
@@ -487,7 +518,7 @@ impl RunHandle {
                 workflow: String::new(),
                 status: RunStatus::Failed,
                 outputs: Value::Null,
-                error: Some("the engine stopped before the run finished".into()),
+                error: Some("the run's actor stopped before the run finished".into()),
                 tasks: Vec::new(),
                 dropped_results: 0,
             }),
@@ -612,6 +643,7 @@ impl Actor for EngineSupervisor {
             } => {
                 let durability = match &mode {
                     RunMode::Fresh { workflow, .. } => workflow.durability,
+                    RunMode::Invocation { .. } => Durability::None,
                     RunMode::Resume => Durability::Local,
                     RunMode::Takeover { .. } => Durability::Replicated,
                 };
@@ -719,6 +751,14 @@ impl Actor for EngineSupervisor {
     }
 }
 
+/// Why a run actor did not start, without ractor's wrapping.
+fn spawn_reason(e: ractor::SpawnErr) -> String {
+    match e {
+        ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
 fn fail_outcome(tx: &watch::Sender<Option<Arc<RunOutcome>>>, run_id: &str, error: String) {
     if tx.borrow().is_some() {
         return;
@@ -760,10 +800,7 @@ impl SupervisorState {
         };
         let (actor, _) = Actor::spawn_linked(None, RunActor, args, myself.get_cell())
             .await
-            .map_err(|e| match e {
-                ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
-                other => other.to_string(),
-            })?;
+            .map_err(spawn_reason)?;
         self.by_actor.insert(actor.get_id(), run_id.clone());
         self.runs.insert(
             run_id,

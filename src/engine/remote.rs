@@ -135,10 +135,9 @@ impl Engine {
                 item: assignment.key.item.map(|i| i as usize),
                 attempt: assignment.attempt,
                 idempotency_key: assignment.idempotency_key,
-                uses: Arc::from(assignment.uses.as_str()),
+                uses: Arc::clone(&executor.uses),
             },
-            executor: Arc::clone(executor),
-            uses: Arc::from(assignment.uses.as_str()),
+            executor,
             input: assignment.input,
             node: Arc::clone(&self.shared.node),
             pool: Arc::clone(&self.shared.pool),
@@ -150,10 +149,9 @@ impl Engine {
             .map_err(|e| TaskError::retryable("spawn", format!("cannot start attempt: {e}")))
     }
 
-    /// Attempts running or waiting for a place in this node's pool.
+    /// Attempts holding a place in this node's pool.
     pub fn load(&self) -> u32 {
-        let slots = self.shared.config.slots.max(1);
-        (slots - self.shared.pool.available_permits().min(slots)) as u32
+        self.shared.pool.busy() as u32
     }
 
     /// This node's name.

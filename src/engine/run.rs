@@ -13,15 +13,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::attempt::{AttemptArgs, AttemptMsg, Report, TaskAttempt};
 use super::event::{JournalEvent, SubmittedSource, TaskKey};
+use super::meters::WorkflowMeters;
+use super::pool::TaskExecutor;
 use super::remote::{Assignment, Placed};
 use super::retry::{NODE_LOST, UNPLACEABLE};
 use super::state::{Action, Input, Progress, RunState, Timer};
 use super::{RunInfo, RunOutcome, Shared};
-use crate::executor::{AttemptContext, Executor, TaskError};
+use crate::executor::{AttemptContext, TaskError};
 use crate::store::{AppendBatch, RunStatus, RunStore, RunSummary, StoreError};
 use crate::value::{Map, Value};
 use crate::wdl::{Durability, Workflow};
@@ -82,9 +84,15 @@ pub enum RunMode {
         /// Told once `RunSubmitted` is durable (at once for `none`), or why
         /// it could not be made so.
         accepted: Option<tokio::sync::oneshot::Sender<Result<(), StoreError>>>,
-        /// A pipeline invocation: its events stay off the node's event bus
-        /// and its outcome out of the recent outcomes.
-        quiet: bool,
+    },
+    /// A pipeline invocation (`durability: none`): nothing is journaled,
+    /// its events stay off the node's event bus and its outcome out of the
+    /// recent outcomes; no `RunSubmitted` is even built.
+    Invocation {
+        /// The compiled workflow.
+        workflow: Arc<Workflow>,
+        /// Inputs, defaults filled in.
+        inputs: Map,
     },
     /// Rebuild from the local journal and continue.
     Resume,
@@ -120,8 +128,10 @@ pub struct RunActorState {
     shared: Arc<Shared>,
     outcome: watch::Sender<Option<Arc<RunOutcome>>>,
     run_id: Arc<str>,
-    /// Executor and `uses` per task index.
-    executors: Vec<(Arc<dyn Executor>, Arc<str>)>,
+    /// The executor of each task, by task index.
+    executors: Vec<Arc<TaskExecutor>>,
+    /// The workflow's counters.
+    meters: Arc<WorkflowMeters>,
     /// `None` for `durability: none`.
     journal: Option<Arc<dyn RunStore>>,
     /// Ownership epoch of a `replicated` run (0 otherwise).
@@ -183,10 +193,8 @@ impl Actor for RunActor {
                 source,
                 inputs,
                 accepted: waiter,
-                quiet: off_the_bus,
             } => {
                 accepted = waiter;
-                quiet = off_the_bus;
                 let submitted = JournalEvent::RunSubmitted {
                     run_id: run_id.clone(),
                     workflow: workflow.name.clone(),
@@ -203,6 +211,12 @@ impl Actor for RunActor {
                     now,
                     Input::Start { now_ms: now },
                 )
+            }
+            RunMode::Invocation { workflow, inputs } => {
+                quiet = true;
+                let machine =
+                    RunState::new(run_id.clone(), workflow, inputs, now, shared.run_config());
+                (machine, None, 0, now, Input::Start { now_ms: now })
             }
             RunMode::Resume | RunMode::Takeover { .. } => {
                 let store = if epoch > 0 {
@@ -228,10 +242,13 @@ impl Actor for RunActor {
                 shared
                     .executors
                     .resolve(&t.uses)
-                    .map(|e| (Arc::clone(e), Arc::<str>::from(t.uses.as_str())))
                     .ok_or_else(|| format!("task \"{}\": unknown executor \"{}\"", t.id, t.uses))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let name = &machine.workflow().name;
+        let meters = shared
+            .workflows
+            .get_or_make(name, || WorkflowMeters::new(name));
         let journal = match machine.workflow().durability {
             Durability::None => None,
             Durability::Local => Some(Arc::clone(&shared.store)),
@@ -243,6 +260,7 @@ impl Actor for RunActor {
             shared,
             outcome,
             executors,
+            meters,
             journal,
             epoch,
             next_seq,
@@ -298,12 +316,7 @@ impl Actor for RunActor {
                 attempt,
                 result,
             } => {
-                metrics::counter!(
-                    "symphony_attempts_total",
-                    "status" => if result.is_ok() { "succeeded" } else { "failed" },
-                    "workflow" => state.machine.workflow().name.clone()
-                )
-                .increment(1);
+                state.meters.attempt(result.is_ok());
                 state.settle_remote(key, attempt);
                 let actions = state.machine.apply(Input::AttemptFinished {
                     key,
@@ -617,7 +630,7 @@ impl RunActorState {
         idempotency_key: String,
         input: Value,
     ) -> Option<TaskError> {
-        let (executor, uses) = &self.executors[key.task as usize];
+        let executor = &self.executors[key.task as usize];
         let args = AttemptArgs {
             key,
             ctx: AttemptContext {
@@ -626,10 +639,9 @@ impl RunActorState {
                 item: key.item.map(|i| i as usize),
                 attempt,
                 idempotency_key,
-                uses: Arc::clone(uses),
+                uses: Arc::clone(&executor.uses),
             },
             executor: Arc::clone(executor),
-            uses: Arc::clone(uses),
             input,
             node: Arc::clone(&self.shared.node),
             pool: Arc::clone(&self.shared.pool),
@@ -733,9 +745,11 @@ impl RunActorState {
 
     fn announce(&self, status: RunStatus, error: Option<String>) {
         let workflow = &self.machine.workflow().name;
-        metrics::counter!("symphony_runs_total", "status" => status.as_str(), "workflow" => workflow.clone())
-            .increment(1);
+        self.meters.run(status);
         match status {
+            // Invocations come at request rates: a line each would be the
+            // bulk of a node's log (and of its time at `info`).
+            _ if self.quiet => debug!(run = %self.run_id, status = %status, "Invocation ended."),
             RunStatus::Succeeded => info!(run = %self.run_id, "Run succeeded."),
             _ => {
                 info!(run = %self.run_id, status = %status, error = error.as_deref().unwrap_or(""), "Run ended.")

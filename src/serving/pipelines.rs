@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::Semaphore;
 
-use crate::engine::{Engine, SubmittedSource};
+use crate::engine::Engine;
 use crate::executor::Executors;
 use crate::store::RunStatus;
 use crate::value::{Map, Value};
@@ -42,8 +42,8 @@ pub struct Pipeline {
     pub name: String,
     /// The compiled workflow.
     pub workflow: Arc<Workflow>,
-    /// Its source, as runs record it.
-    pub source: SubmittedSource,
+    /// `symphony_pipeline_invoke_seconds{pipeline}`, taken once.
+    durations: metrics::Histogram,
 }
 
 /// Why a pipeline was not registered.
@@ -122,8 +122,11 @@ impl Pipelines {
         }
         let pipeline = Arc::new(Pipeline {
             name: workflow.name.clone(),
+            durations: metrics::histogram!(
+                "symphony_pipeline_invoke_seconds",
+                "pipeline" => workflow.name.clone()
+            ),
             workflow: Arc::new(workflow),
-            source: SubmittedSource::from_sources(sources),
         });
         self.write()
             .insert(pipeline.name.clone(), Arc::clone(&pipeline));
@@ -202,16 +205,11 @@ impl Pipelines {
         let started = std::time::Instant::now();
         let inputs = wdl::check_inputs(&pipeline.workflow, &inputs).map_err(InvokeError::Inputs)?;
         let mut handle = engine
-            .invoke(
-                Arc::clone(&pipeline.workflow),
-                pipeline.source.clone(),
-                inputs,
-            )
+            .invoke(Arc::clone(&pipeline.workflow), inputs)
             .await
             .map_err(|e| InvokeError::Start(e.to_string()))?;
         let outcome = handle.wait().await;
-        metrics::histogram!("symphony_pipeline_invoke_seconds", "pipeline" => pipeline.name.clone())
-            .record(started.elapsed().as_secs_f64());
+        pipeline.durations.record(started.elapsed().as_secs_f64());
         if outcome.status == RunStatus::Succeeded {
             return Ok(outcome.outputs.clone());
         }

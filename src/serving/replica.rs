@@ -121,6 +121,8 @@ pub struct ReplicaState {
     model: Model,
     batch: BatchConfig,
     label: String,
+    /// `symphony_model_batch_size{model}`, taken once.
+    batch_sizes: metrics::Histogram,
     queue: VecDeque<(Value, Reply)>,
     /// A batch is running, or a `Run` is on its way.
     busy: bool,
@@ -152,6 +154,7 @@ impl Actor for Replica {
         Ok(ReplicaState {
             model: args.model,
             batch,
+            batch_sizes: metrics::histogram!("symphony_model_batch_size", "model" => args.label.clone()),
             label: args.label,
             queue: VecDeque::new(),
             busy: false,
@@ -227,8 +230,7 @@ impl ReplicaState {
         self.stats.requests += n as u64;
         self.stats.batches += 1;
         self.stats.largest = self.stats.largest.max(n);
-        metrics::histogram!("symphony_model_batch_size", "model" => self.label.clone())
-            .record(n as f64);
+        self.batch_sizes.record(n as f64);
         let model = self.model.clone();
         if !self.slow {
             let took = run(&model, requests, replies);
