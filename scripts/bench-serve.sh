@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The iris pipeline (normalize -> classify -> label) served over HTTP by a
-# release-built node, driven by wrk; and, when a Python with Ray Serve is
+# node built with the `production` profile (PROFILE=release for the
+# ordinary release build), driven by wrk; and, when a Python with Ray Serve is
 # given, the same pipeline served by Ray Serve in the same run.
 #
 #   scripts/bench-serve.sh                                  # Symphony only
@@ -22,8 +23,9 @@ peers="${PEERS_DIR:-../shared/bench-peers}"
 lua="$repo/scripts/wrk_post.lua"
 body='{"features": [5.1, 3.5, 1.4, 0.2]}'
 
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-$repo/target}/release/symphony"
+profile="${PROFILE:-production}"
+cargo build --profile "$profile" --locked --quiet --bin symphony
+bin="${CARGO_TARGET_DIR:-$repo/target}/$profile/symphony"
 
 work="$(mktemp -d)"
 node_pid=""

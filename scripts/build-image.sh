@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Builds the container image symphony:local from the release binary built
-# here, pulling nothing: no base image is needed, so this works offline.
+# Builds the container image symphony:local from the binary built here (the
+# `release` profile unless PROFILE names another), pulling nothing: no base
+# image is needed, so this works offline.
 #
 #   scripts/build-image.sh            # tag symphony:local
 #   SYMPHONY_IMAGE=me/symphony:dev scripts/build-image.sh
+#   PROFILE=production scripts/build-image.sh   # the build to serve from
+#                                                # (slower to build; see Cargo.toml)
 #
 # The root file system holds only the binary, the shared libraries `ldd`
 # names, the dynamic loader, CA certificates when the host has them, an
@@ -21,9 +24,10 @@ NODE_UID=65532
 
 command -v docker >/dev/null || { echo "error: docker is not installed" >&2; exit 1; }
 
-echo "==> cargo build --release"
-cargo build --release --locked --bin symphony
-BIN="$TARGET_DIR/release/symphony"
+PROFILE=${PROFILE:-release}
+echo "==> cargo build --profile $PROFILE"
+cargo build --profile "$PROFILE" --locked --bin symphony
+BIN="$TARGET_DIR/$PROFILE/symphony"
 [ -x "$BIN" ] || { echo "error: $BIN was not built" >&2; exit 1; }
 
 ROOT=$(mktemp -d)
