@@ -899,12 +899,17 @@ async fn metrics_are_exported_after_a_run() {
         text.contains("symphony_runs_total").then_some(text)
     })
     .await;
-    assert!(
-        text.lines().any(|l| l.starts_with("symphony_runs_total{")
+    // Counted, not just registered (series of every status start at zero).
+    let counted = |l: &&str| {
+        l.starts_with("symphony_runs_total{")
             && l.contains("status=\"succeeded\"")
-            && l.contains("workflow=\"api-sum\"")),
-        "{text}"
-    );
+            && l.contains("workflow=\"api-sum\"")
+            && l.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v >= 1.0)
+    };
+    assert!(text.lines().any(|l| counted(&l)), "{text}");
     node.stop().await;
 
     // A node without a recorder has no /metrics.

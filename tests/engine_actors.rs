@@ -304,3 +304,37 @@ async fn invocations_stay_off_the_event_bus_and_out_of_recent_outcomes() {
         "{refused}"
     );
 }
+
+#[tokio::test]
+async fn an_invocation_can_be_cancelled_and_leaves_no_live_entry_behind() {
+    let executors = executors(&[]);
+    let engine = engine(
+        Arc::new(symphony::store::MemoryStore::default()),
+        executors.clone(),
+        EngineConfig::default(),
+    )
+    .await;
+    let yaml = "version: 1\nname: slow\ndurability: none\ntasks:\n  a:\n    uses: builtin/sleep\n    with: { duration: 60s }\n";
+    let wf = Arc::new(wdl::compile(&Sources::new("slow.yaml", yaml), &executors).unwrap());
+
+    // Live while it runs; cancelled through its handle like any run.
+    let mut invoked = engine.invoke(Arc::clone(&wf), Map::new()).await.unwrap();
+    assert!(engine.is_live(invoked.id()));
+    invoked.cancel("client went away");
+    let outcome = tokio::time::timeout(Duration::from_secs(10), invoked.wait())
+        .await
+        .expect("cancelled within 10 s, not after the 60 s sleep");
+    assert_eq!(outcome.status, RunStatus::Cancelled);
+
+    // Its entry among the live runs goes with its actor: invocations come
+    // at request rates and must not accumulate there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while engine.is_live(invoked.id()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the finished invocation is still registered as live"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    engine.shutdown().await;
+}

@@ -151,12 +151,19 @@ impl Shared {
         live.values().cloned().collect()
     }
 
-    pub(crate) fn set_live(&self, run_id: &str, actor: Option<ActorRef<RunMsg>>) {
+    /// Registers `actor` as the live actor of `run_id`.
+    pub(crate) fn enter_live(&self, run_id: &str, actor: ActorRef<RunMsg>) {
         let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
-        match actor {
-            Some(a) => live.insert(run_id.to_owned(), a),
-            None => live.remove(run_id),
-        };
+        live.insert(run_id.to_owned(), actor);
+    }
+
+    /// Removes `run_id`'s entry if `actor` still holds it (a restarted run's
+    /// new actor may have taken it over).
+    pub(crate) fn leave_live(&self, run_id: &str, actor: ActorId) {
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        if live.get(run_id).is_some_and(|a| a.get_id() == actor) {
+            live.remove(run_id);
+        }
     }
 
     /// The store of `replicated` journals.
@@ -667,19 +674,18 @@ impl Actor for EngineSupervisor {
                 let _ = reply.send(handle);
             }
             SupervisorMsg::Cancel { run_id, reason } => {
-                if let Some(live) = state.runs.get(&run_id) {
-                    let _ = live.actor.cast(RunMsg::Cancel { reason });
+                if let Some(actor) = state.actor_of(&run_id) {
+                    let _ = actor.cast(RunMsg::Cancel { reason });
                 }
             }
-            SupervisorMsg::Snapshot { run_id, reply } => match state.runs.get(&run_id) {
-                Some(live) => query::snapshot(live.actor.clone(), reply),
+            SupervisorMsg::Snapshot { run_id, reply } => match state.actor_of(&run_id) {
+                Some(actor) => query::snapshot(actor, reply),
                 None => {
                     let _ = reply.send(None);
                 }
             },
-            SupervisorMsg::Progress { run_id, reply } => match state.runs.get(&run_id) {
-                Some(live) => {
-                    let actor = live.actor.clone();
+            SupervisorMsg::Progress { run_id, reply } => match state.actor_of(&run_id) {
+                Some(actor) => {
                     // Answer from a task so a busy run never blocks the supervisor.
                     tokio::spawn(async move {
                         let p = ractor::call!(actor, RunMsg::Progress).ok();
@@ -704,14 +710,15 @@ impl Actor for EngineSupervisor {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some(run_id) = state.by_actor.remove(&cell.get_id()) {
                     state.runs.remove(&run_id);
-                    state.shared.set_live(&run_id, None);
                 }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 let Some(run_id) = state.by_actor.remove(&cell.get_id()) else {
+                    // An invocation's actor (spawned by `Engine::invoke`, not
+                    // kept here): its handle answers with a failure.
+                    error!(actor = %cell.get_id(), error = %err, "Invocation's run actor failed.");
                     return Ok(());
                 };
-                state.shared.set_live(&run_id, None);
                 let Some(live) = state.runs.remove(&run_id) else {
                     return Ok(());
                 };
@@ -775,6 +782,15 @@ fn fail_outcome(tx: &watch::Sender<Option<Arc<RunOutcome>>>, run_id: &str, error
 }
 
 impl SupervisorState {
+    /// The actor of a live run: one this supervisor started, or an
+    /// invocation (started by `Engine::invoke`, known only among the live).
+    fn actor_of(&self, run_id: &str) -> Option<ActorRef<RunMsg>> {
+        match self.runs.get(run_id) {
+            Some(live) => Some(live.actor.clone()),
+            None => self.shared.live_run(run_id),
+        }
+    }
+
     async fn spawn(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,

@@ -155,6 +155,15 @@ pub struct RunActorState {
     /// Whether its events stay off the node's event bus and its outcome
     /// out of the recent outcomes (a pipeline invocation).
     quiet: bool,
+    /// This actor, whose entry among the live runs is removed with this
+    /// state, however the actor ended.
+    actor: ActorId,
+}
+
+impl Drop for RunActorState {
+    fn drop(&mut self) {
+        self.shared.leave_live(&self.run_id, self.actor);
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -274,10 +283,11 @@ impl Actor for RunActor {
             accepted,
             begin: Some(begin),
             quiet,
+            actor: myself.get_id(),
         };
         // Registered before `post_start` dispatches anything, so a result from
         // another node always finds the run.
-        state.shared.set_live(&state.run_id, Some(myself));
+        state.shared.enter_live(&state.run_id, myself);
         Ok(state)
     }
 

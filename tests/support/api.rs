@@ -81,6 +81,11 @@ impl TestNode {
         } else {
             (Arc::new(MemoryStore::new()), None)
         };
+        // The recorder first: the engine takes its metric handles as it
+        // starts, and handles taken with no recorder record nothing.
+        let metrics = options
+            .metrics
+            .then(|| api::install_metrics().expect("the recorder installs"));
         let compile_with = executors.clone();
         let engine = Engine::start(
             EngineConfig::default(),
@@ -109,11 +114,7 @@ impl TestNode {
         let mut state = ApiState::new(engine.clone(), executors, cluster);
         state.token = options.token.clone();
         state.max_body_bytes = options.max_body_bytes;
-        state.metrics = if options.metrics {
-            Some(api::install_metrics().expect("the recorder installs"))
-        } else {
-            None
-        };
+        state.metrics = metrics;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("port");
