@@ -63,6 +63,20 @@ async fn engine(store: Arc<dyn RunStore>, executors: Executors, config: EngineCo
     .unwrap()
 }
 
+/// An engine on a memory store with the standard executors.
+async fn memory_engine() -> (Engine, Executors) {
+    let executors = executors(&[]);
+    let store = Arc::new(symphony::store::MemoryStore::default());
+    (
+        engine(store, executors.clone(), EngineConfig::default()).await,
+        executors,
+    )
+}
+
+fn compile(yaml: &str, executors: &Executors) -> Arc<symphony::wdl::Workflow> {
+    Arc::new(wdl::compile(&Sources::new("wf.yaml", yaml), executors).unwrap())
+}
+
 async fn submit(engine: &Engine, executors: &Executors, yaml: &str) -> symphony::engine::RunHandle {
     let sources = Sources::new("wf.yaml", yaml);
     let wf = wdl::compile(&sources, executors).unwrap();
@@ -263,16 +277,9 @@ async fn a_corrupt_journal_is_refused_with_a_clear_error_and_kept() {
 
 #[tokio::test]
 async fn invocations_stay_off_the_event_bus_and_out_of_recent_outcomes() {
-    let executors = executors(&[]);
-    let engine = engine(
-        Arc::new(symphony::store::MemoryStore::default()),
-        executors.clone(),
-        EngineConfig::default(),
-    )
-    .await;
+    let (engine, executors) = memory_engine().await;
     let yaml = "version: 1\nname: quiet\ndurability: none\ntasks:\n  a:\n    uses: builtin/noop\n";
-    let sources = Sources::new("wf.yaml", yaml);
-    let wf = Arc::new(wdl::compile(&sources, &executors).unwrap());
+    let wf = compile(yaml, &executors);
     let mut events = engine.subscribe();
 
     let mut invoked = engine.invoke(wf, Map::new()).await.unwrap();
@@ -297,7 +304,7 @@ async fn invocations_stay_off_the_event_bus_and_out_of_recent_outcomes() {
 
     // Only `none` workflows are invoked: a journaled one is refused, saying why.
     let local = "version: 1\nname: kept\ndurability: local\ntasks:\n  a:\n    uses: builtin/noop\n";
-    let kept = Arc::new(wdl::compile(&Sources::new("kept.yaml", local), &executors).unwrap());
+    let kept = compile(local, &executors);
     let refused = engine.invoke(kept, Map::new()).await.unwrap_err();
     assert!(
         refused.to_string().contains("not `durability: none`"),
@@ -307,15 +314,9 @@ async fn invocations_stay_off_the_event_bus_and_out_of_recent_outcomes() {
 
 #[tokio::test]
 async fn an_invocation_can_be_cancelled_and_leaves_no_live_entry_behind() {
-    let executors = executors(&[]);
-    let engine = engine(
-        Arc::new(symphony::store::MemoryStore::default()),
-        executors.clone(),
-        EngineConfig::default(),
-    )
-    .await;
+    let (engine, executors) = memory_engine().await;
     let yaml = "version: 1\nname: slow\ndurability: none\ntasks:\n  a:\n    uses: builtin/sleep\n    with: { duration: 60s }\n";
-    let wf = Arc::new(wdl::compile(&Sources::new("slow.yaml", yaml), &executors).unwrap());
+    let wf = compile(yaml, &executors);
 
     // Live while it runs; cancelled through its handle like any run.
     let mut invoked = engine.invoke(Arc::clone(&wf), Map::new()).await.unwrap();
