@@ -26,11 +26,13 @@ pub struct Pool {
 #[derive(Debug)]
 pub struct Slot<'a> {
     _permit: SemaphorePermit<'a>,
-    running: &'a Gauge,
+    _running: Counted<'a>,
 }
 
-/// Counts one waiter in a gauge for as long as it lives, also when the
-/// waiting future is dropped (an attempt killed while queued).
+/// Counts one in a gauge for as long as it lives: a waiter also when the
+/// waiting future is dropped (an attempt killed while queued), a slot also
+/// when its attempt is killed mid-execution.
+#[derive(Debug)]
 struct Counted<'a>(&'a Gauge);
 
 impl<'a> Counted<'a> {
@@ -67,22 +69,15 @@ impl Pool {
             let _queued = Counted::new(&self.queued);
             self.slots.acquire().await?
         };
-        self.running.increment(1.0);
         Ok(Slot {
             _permit: permit,
-            running: &self.running,
+            _running: Counted::new(&self.running),
         })
     }
 
     /// Slots held now.
     pub fn busy(&self) -> usize {
         self.size - self.slots.available_permits().min(self.size)
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.running.decrement(1.0);
     }
 }
 
