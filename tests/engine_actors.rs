@@ -283,7 +283,10 @@ async fn invocations_stay_off_the_event_bus_and_out_of_recent_outcomes() {
     let mut events = engine.subscribe();
 
     let mut invoked = engine.invoke(wf, Map::new()).await.unwrap();
-    assert_eq!(invoked.wait().await.status, RunStatus::Succeeded);
+    let outcome = invoked.wait().await;
+    assert_eq!(outcome.status, RunStatus::Succeeded);
+    // Its caller wants the outputs: no task reports are built for it.
+    assert!(outcome.tasks.is_empty(), "{:?}", outcome.tasks);
     let mut submitted = submit(&engine, &executors, yaml).await;
     assert_eq!(submitted.wait().await.status, RunStatus::Succeeded);
 
@@ -326,6 +329,9 @@ async fn an_invocation_can_be_cancelled_and_leaves_no_live_entry_behind() {
         .await
         .expect("cancelled within 10 s, not after the 60 s sleep");
     assert_eq!(outcome.status, RunStatus::Cancelled);
+    // One that did not succeed says how each task ended.
+    assert_eq!(outcome.tasks.len(), 1);
+    assert_eq!(outcome.tasks[0].id, "a");
 
     // Its entry among the live runs goes with its actor: invocations come
     // at request rates and must not accumulate there.

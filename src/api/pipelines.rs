@@ -115,7 +115,7 @@ pub(crate) async fn invoke(
         .await
         .map_err(invoke_error)?;
     let json = match query.tensors {
-        TensorForm::Base64 => serde_json::to_value(&outputs).unwrap_or_default(),
+        TensorForm::Base64 => serde_json::to_value(&*outputs).unwrap_or_default(),
         TensorForm::Lists => with_lists(&outputs),
     };
     Ok(Json(json).into_response())

@@ -8,10 +8,10 @@
 //! into the same series, so the engine takes them once per label value and
 //! keeps them here.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use metrics::Counter;
+use rustc_hash::FxHashMap;
 
 use crate::store::RunStatus;
 
@@ -20,13 +20,13 @@ use crate::store::RunStatus;
 /// run, as many as the series the metrics registry keeps for them anyway.
 #[derive(Debug)]
 pub struct ByName<T> {
-    made: RwLock<HashMap<String, Arc<T>>>,
+    made: RwLock<FxHashMap<String, Arc<T>>>,
 }
 
 impl<T> Default for ByName<T> {
     fn default() -> Self {
         ByName {
-            made: RwLock::new(HashMap::new()),
+            made: RwLock::new(FxHashMap::default()),
         }
     }
 }

@@ -24,11 +24,12 @@ pub mod retry;
 pub mod run;
 pub mod state;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use rustc_hash::FxHashMap;
 use tokio::sync::{broadcast, watch};
 
 use self::bus::{EventBus, EventId, Follow};
@@ -101,7 +102,9 @@ pub struct RunOutcome {
     pub outputs: Value,
     /// Why it failed or was cancelled.
     pub error: Option<String>,
-    /// Per-task reports, in workflow order.
+    /// Per-task reports, in workflow order; none for a pipeline invocation
+    /// that succeeded (its caller wants the outputs, and the reports would
+    /// be built on every request only to be dropped).
     pub tasks: Vec<TaskReport>,
     /// Results dropped because their attempt had been superseded.
     pub dropped_results: u64,
@@ -123,7 +126,7 @@ pub struct Shared {
     /// Where attempts run, once a cluster is attached.
     placement: std::sync::OnceLock<Arc<dyn remote::Placement>>,
     /// Live run actors by run id, for results that come from other nodes.
-    live: std::sync::RwLock<HashMap<String, ActorRef<RunMsg>>>,
+    live: std::sync::RwLock<FxHashMap<String, ActorRef<RunMsg>>>,
     /// The node's name, shared by every attempt's tracing span.
     node: Arc<str>,
     /// Journals of `replicated` runs, once the node takes part in the
@@ -256,7 +259,7 @@ impl Engine {
             compile,
             recent: query::Recent::default(),
             placement: std::sync::OnceLock::new(),
-            live: std::sync::RwLock::new(HashMap::new()),
+            live: std::sync::RwLock::new(FxHashMap::default()),
             replicated: std::sync::OnceLock::new(),
         });
         let (supervisor, _) = Actor::spawn(None, EngineSupervisor, Arc::clone(&shared))
@@ -615,8 +618,8 @@ pub struct LiveRun {
 #[derive(Debug)]
 pub struct SupervisorState {
     shared: Arc<Shared>,
-    runs: HashMap<String, LiveRun>,
-    by_actor: HashMap<ActorId, String>,
+    runs: FxHashMap<String, LiveRun>,
+    by_actor: FxHashMap<ActorId, String>,
 }
 
 impl Actor for EngineSupervisor {
@@ -631,8 +634,8 @@ impl Actor for EngineSupervisor {
     ) -> Result<SupervisorState, ActorProcessingErr> {
         Ok(SupervisorState {
             shared,
-            runs: HashMap::new(),
-            by_actor: HashMap::new(),
+            runs: FxHashMap::default(),
+            by_actor: FxHashMap::default(),
         })
     }
 
@@ -791,7 +794,24 @@ impl SupervisorState {
         }
     }
 
-    async fn spawn(
+    /// Spawns and keeps a run actor.
+    ///
+    /// Boxed: ractor moves the supervisor's handler futures on every
+    /// message, and every run and invocation sends it two (started,
+    /// terminated); spawning would otherwise be most of their size.
+    fn spawn<'a>(
+        &'a mut self,
+        myself: &'a ActorRef<SupervisorMsg>,
+        run_id: String,
+        mode: RunMode,
+        outcome: watch::Sender<Option<Arc<RunOutcome>>>,
+        durability: Durability,
+        restarts: u32,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.spawn_run(myself, run_id, mode, outcome, durability, restarts))
+    }
+
+    async fn spawn_run(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         run_id: String,

@@ -7,11 +7,13 @@
 //! outcome it could lose. With `durability: none` nothing is written and
 //! actions run at once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures::future::BoxFuture;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use rustc_hash::FxHashMap;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -140,11 +142,11 @@ pub struct RunActorState {
     durable_seq: u64,
     /// Actions waiting for the journal: (sequence that must be durable, action).
     deferred: VecDeque<(u64, Action)>,
-    attempts: HashMap<ActorId, (TaskKey, u32, ActorRef<AttemptMsg>)>,
+    attempts: FxHashMap<ActorId, (TaskKey, u32, ActorRef<AttemptMsg>)>,
     /// Attempts out on other nodes: key → (attempt, node).
-    remote: HashMap<TaskKey, (u32, String)>,
+    remote: FxHashMap<TaskKey, (u32, String)>,
     /// Placements chosen when `TaskScheduled` was recorded, used at dispatch.
-    placed: HashMap<TaskKey, Placed>,
+    placed: FxHashMap<TaskKey, Placed>,
     created_ms: u64,
     /// `RunSubmitted` of a fresh run, persisted first thing in `post_start`.
     pending_first: Option<JournalEvent>,
@@ -275,9 +277,9 @@ impl Actor for RunActor {
             next_seq,
             durable_seq: next_seq,
             deferred: VecDeque::new(),
-            attempts: HashMap::new(),
-            remote: HashMap::new(),
-            placed: HashMap::new(),
+            attempts: FxHashMap::default(),
+            remote: FxHashMap::default(),
+            placed: FxHashMap::default(),
             created_ms,
             pending_first: submitted,
             accepted,
@@ -465,7 +467,20 @@ pub(crate) fn replay(
 
 impl RunActorState {
     /// Carries out actions in order; see the module doc for the ordering rule.
-    async fn perform(&mut self, myself: &ActorRef<RunMsg>, actions: Vec<Action>) {
+    ///
+    /// Boxed: ractor moves an actor's handler future on every message it
+    /// handles (supervision events too), and carrying out actions (starting
+    /// attempt actors above all) is most of the run actor's future; boxed,
+    /// its size is paid when actions are carried out, not on every message.
+    fn perform<'a>(
+        &'a mut self,
+        myself: &'a ActorRef<RunMsg>,
+        actions: Vec<Action>,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(self.carry_out(myself, actions))
+    }
+
+    async fn carry_out(&mut self, myself: &ActorRef<RunMsg>, actions: Vec<Action>) {
         let mut batch = Vec::new();
         let mut summary = None;
         let first_seq = self.next_seq;
@@ -528,7 +543,8 @@ impl RunActorState {
                 break;
             }
             let (_, action) = self.deferred.pop_front().expect("front exists");
-            self.execute(myself, action).await;
+            // Boxed for the reason `perform` is.
+            Box::pin(self.execute(myself, action)).await;
         }
     }
 
@@ -753,8 +769,9 @@ impl RunActorState {
             .publish(&self.run_id, seq, now_ms(), event);
     }
 
-    fn announce(&self, status: RunStatus, error: Option<String>) {
-        let workflow = &self.machine.workflow().name;
+    /// Announces the run's end: its outputs move from the machine into the
+    /// outcome (the actor stops right after).
+    fn announce(&mut self, status: RunStatus, error: Option<String>) {
         self.meters.run(status);
         match status {
             // Invocations come at request rates: a line each would be the
@@ -767,11 +784,15 @@ impl RunActorState {
         }
         let outcome = RunOutcome {
             run_id: self.run_id.to_string(),
-            workflow: workflow.clone(),
+            workflow: self.machine.workflow().name.clone(),
             status,
-            outputs: self.machine.outputs().clone(),
+            outputs: self.machine.take_outputs(),
             error,
-            tasks: self.machine.task_reports(),
+            tasks: if self.quiet && status == RunStatus::Succeeded {
+                Vec::new()
+            } else {
+                self.machine.task_reports()
+            },
             dropped_results: self.machine.dropped_results(),
         };
         let outcome = Arc::new(outcome);
@@ -790,5 +811,44 @@ fn summary_status(event: &JournalEvent) -> Option<RunStatus> {
         JournalEvent::RunFailed { .. } => Some(RunStatus::Failed),
         JournalEvent::RunCancelled { .. } => Some(RunStatus::Cancelled),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineSupervisor;
+
+    /// The size of the future `handler` returns, without calling it.
+    fn future_size<'a, A, B, C, D, F>(_handler: fn(&'a A, B, C, &'a mut D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// ractor moves an actor's handler future on every message it handles,
+    /// so the actors every run and invocation messages (a run gets three
+    /// messages per attempt, the supervisor two per run) keep theirs small:
+    /// spawning, the large part, is boxed. Before that the run actor's were
+    /// 2.6 KiB, copied several times per message.
+    #[test]
+    fn the_busy_actors_handler_futures_stay_small() {
+        const BOUND: usize = 1024;
+        let sizes = [
+            ("run: handle", future_size(<RunActor as Actor>::handle)),
+            (
+                "run: supervision event",
+                future_size(<RunActor as Actor>::handle_supervisor_evt),
+            ),
+            (
+                "supervisor: supervision event",
+                future_size(<EngineSupervisor as Actor>::handle_supervisor_evt),
+            ),
+            (
+                "attempt: handle",
+                future_size(<TaskAttempt as Actor>::handle),
+            ),
+        ];
+        for (what, size) in sizes {
+            assert!(size <= BOUND, "{what}: {size} bytes, more than {BOUND}");
+        }
     }
 }

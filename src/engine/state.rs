@@ -366,6 +366,12 @@ impl RunState {
         &self.outputs
     }
 
+    /// The run's outputs, moved out (null left behind): for the outcome of
+    /// a run that is over.
+    pub fn take_outputs(&mut self) -> Value {
+        std::mem::take(&mut self.outputs)
+    }
+
     /// Why the run failed or was cancelled.
     pub fn error(&self) -> Option<&str> {
         self.error.as_deref()

@@ -7,11 +7,11 @@
 //! pipeline invocation on the node that names the version shares that
 //! replica, so their requests batch together.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use ractor::{Actor, ActorRef};
+use rustc_hash::FxHashMap;
 use tokio::sync::OnceCell;
 use tracing::info;
 
@@ -50,7 +50,7 @@ struct HostInner {
     registry: Registry,
     batch: BatchConfig,
     /// By artifact checksum.
-    replicas: Mutex<HashMap<String, Slot>>,
+    replicas: Mutex<FxHashMap<String, Slot>>,
     /// Deployed replicas and routing.
     deployments: deployments::Deployments,
 }
@@ -62,7 +62,7 @@ impl ModelHost {
             inner: Arc::new(HostInner {
                 registry,
                 batch,
-                replicas: Mutex::new(HashMap::new()),
+                replicas: Mutex::new(FxHashMap::default()),
                 deployments: deployments::Deployments::default(),
             }),
         }

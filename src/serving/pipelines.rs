@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::Semaphore;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, RunOutcome};
 use crate::executor::Executors;
 use crate::store::RunStatus;
 use crate::value::{Map, Value};
@@ -83,6 +83,19 @@ pub enum InvokeError {
     /// The run could not start.
     #[error("cannot start the pipeline: {0}")]
     Start(String),
+}
+
+/// An invocation's outputs: read in place from the run's outcome, not
+/// copied out of it.
+#[derive(Debug, Clone)]
+pub struct Outputs(Arc<RunOutcome>);
+
+impl std::ops::Deref for Outputs {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.0.outputs
+    }
 }
 
 /// The pipelines of one node.
@@ -194,7 +207,7 @@ impl Pipelines {
         engine: &Engine,
         name: &str,
         inputs: Map,
-    ) -> Result<Value, InvokeError> {
+    ) -> Result<Outputs, InvokeError> {
         let pipeline = self
             .get(name)
             .ok_or_else(|| InvokeError::Unknown(name.to_owned()))?;
@@ -211,7 +224,7 @@ impl Pipelines {
         let outcome = handle.wait().await;
         pipeline.durations.record(started.elapsed().as_secs_f64());
         if outcome.status == RunStatus::Succeeded {
-            return Ok(outcome.outputs.clone());
+            return Ok(Outputs(outcome));
         }
         let failed = outcome
             .tasks
