@@ -40,10 +40,7 @@ impl<T> ByName<T> {
     /// The value for `name`, made by `make` the first time; `None` from
     /// `make` is not kept.
     pub fn get_or_try_make(&self, name: &str, make: impl FnOnce() -> Option<T>) -> Option<Arc<T>> {
-        match self.find(name) {
-            Some(found) => Some(found),
-            None => Some(self.keep(name, make()?)),
-        }
+        self.find(name).or_else(|| Some(self.keep(name, make()?)))
     }
 
     fn find(&self, name: &str) -> Option<Arc<T>> {
