@@ -10,6 +10,7 @@ pub mod api;
 pub mod chaos;
 pub mod cli;
 pub mod cluster;
+pub mod codec;
 pub mod engine;
 pub mod executor;
 pub mod inference;

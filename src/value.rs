@@ -11,9 +11,12 @@
 //!   `{"$bytes": "<base64>"}` and tensors as `{"$tensor": {...}}` so they survive
 //!   a JSON round trip.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use bincode::de::Decoder;
+use bincode::error::DecodeError;
 use bincode::{Decode, Encode};
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -22,8 +25,53 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// A map of values, ordered by key so outputs are deterministic.
 pub type Map = BTreeMap<String, Value>;
 
+/// Lists and maps nested deeper than this are refused wherever a value is
+/// read (JSON, YAML, bincode on the wire and in the journal) or computed
+/// from expressions. Everything that walks a value (clone, drop, compare,
+/// the JSON and YAML writers) recurses once per level, so a bound here is
+/// what keeps a hostile or corrupt input from overflowing a thread's
+/// stack. The same limit as a workflow file's YAML, and below
+/// `serde_json`'s own (127), so every value can be written as JSON and
+/// read back.
+pub const MAX_DEPTH: usize = 64;
+
+/// The message for a value nested past [`MAX_DEPTH`].
+pub const TOO_DEEP: &str = "value nested more than 64 levels deep";
+
+thread_local! {
+    /// Lists and maps open in the value being decoded on this thread.
+    static DECODING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// One list or map level of a value being decoded (serde or bincode, both
+/// synchronous, so a thread-local count is exact); dropping it leaves the
+/// level.
+struct Level;
+
+impl Level {
+    /// Enters a level, or `None` when that would pass [`MAX_DEPTH`].
+    fn enter() -> Option<Level> {
+        DECODING.with(|open| {
+            let n = open.get();
+            (n < MAX_DEPTH).then(|| {
+                open.set(n + 1);
+                Level
+            })
+        })
+    }
+}
+
+impl Drop for Level {
+    fn drop(&mut self) {
+        DECODING.with(|open| open.set(open.get().saturating_sub(1)));
+    }
+}
+
 /// A dynamically typed value: task inputs, outputs, workflow inputs.
-#[derive(Debug, Clone, PartialEq, Default, Encode, Decode)]
+///
+/// Encoded with bincode's derived layout (variant index, then the field);
+/// decoded by hand to bound the nesting (see [`MAX_DEPTH`]).
+#[derive(Debug, Clone, PartialEq, Default, Encode)]
 pub enum Value {
     /// Absence of a value.
     #[default]
@@ -171,6 +219,28 @@ impl Value {
         self.as_map().and_then(|m| m.get(key))
     }
 
+    /// How deeply lists and maps nest: 0 for a scalar (bytes and tensors
+    /// included), 1 for a list of scalars. Walks the value without
+    /// recursing, so it is safe on any value.
+    pub fn depth(&self) -> usize {
+        let mut deepest = 0;
+        let mut stack: Vec<(&Value, usize)> = vec![(self, 0)];
+        while let Some((value, depth)) = stack.pop() {
+            match value {
+                Value::List(items) => {
+                    deepest = deepest.max(depth + 1);
+                    stack.extend(items.iter().map(|v| (v, depth + 1)));
+                }
+                Value::Map(map) => {
+                    deepest = deepest.max(depth + 1);
+                    stack.extend(map.values().map(|v| (v, depth + 1)));
+                }
+                _ => {}
+            }
+        }
+        deepest
+    }
+
     /// Converts from `serde_json::Value`.
     pub fn from_json(json: serde_json::Value) -> Value {
         serde_json::from_value(json).unwrap_or(Value::Null)
@@ -270,6 +340,38 @@ impl Serialize for Value {
     }
 }
 
+impl<Context> Decode<Context> for Value {
+    fn decode<D: Decoder<Context = Context>>(d: &mut D) -> Result<Value, DecodeError> {
+        // The variant indices of the derived `Encode`, in declaration order.
+        Ok(match u32::decode(d)? {
+            0 => Value::Null,
+            1 => Value::Bool(bool::decode(d)?),
+            2 => Value::Int(i64::decode(d)?),
+            3 => Value::Float(f64::decode(d)?),
+            4 => Value::String(String::decode(d)?),
+            5 => Value::Bytes(Vec::decode(d)?),
+            6 => {
+                let _level = Level::enter().ok_or(DecodeError::Other(TOO_DEEP))?;
+                Value::List(Vec::decode(d)?)
+            }
+            7 => {
+                let _level = Level::enter().ok_or(DecodeError::Other(TOO_DEEP))?;
+                Value::Map(Map::decode(d)?)
+            }
+            8 => Value::Tensor(Tensor::decode(d)?),
+            found => {
+                return Err(DecodeError::UnexpectedVariant {
+                    type_name: "Value",
+                    allowed: &bincode::error::AllowedEnumVariants::Range { min: 0, max: 8 },
+                    found,
+                });
+            }
+        })
+    }
+}
+
+bincode::impl_borrow_decode!(Value);
+
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
         d.deserialize_any(ValueVisitor)
@@ -315,6 +417,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Bytes(v.to_vec()))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let _level = Level::enter().ok_or_else(|| de::Error::custom(TOO_DEEP))?;
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
         while let Some(v) = seq.next_element()? {
             out.push(v);
@@ -322,6 +425,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::List(out))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let _level = Level::enter().ok_or_else(|| de::Error::custom(TOO_DEEP))?;
         let mut map = Map::new();
         while let Some((k, v)) = access.next_entry::<String, Value>()? {
             map.insert(k, v);
@@ -396,10 +500,92 @@ mod tests {
     #[test]
     fn bincode_round_trip() {
         let v = Value::List(vec![Value::Null, Value::Bool(true), Value::from("é")]);
-        let cfg = bincode::config::standard();
+        let cfg = crate::codec::config();
         let bytes = bincode::encode_to_vec(&v, cfg).unwrap();
         let (back, _): (Value, usize) = bincode::decode_from_slice(&bytes, cfg).unwrap();
         assert_eq!(v, back);
+    }
+
+    #[test]
+    fn bincode_round_trip_keeps_every_variant() {
+        let mut map = Map::new();
+        map.insert("k".into(), Value::List(vec![Value::Map(Map::new())]));
+        let all = Value::List(vec![
+            Value::Null,
+            Value::Bool(false),
+            Value::Int(i64::MIN),
+            Value::Float(-0.5),
+            Value::from("s"),
+            Value::Bytes(vec![1, 2]),
+            Value::Map(map),
+            Value::Tensor(Tensor {
+                dtype: DType::I32,
+                shape: vec![2],
+                data: vec![0; 8],
+            }),
+        ]);
+        let cfg = crate::codec::config();
+        let bytes = bincode::encode_to_vec(&all, cfg).unwrap();
+        let (back, used): (Value, usize) = bincode::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!((back, used), (all, bytes.len()));
+        let bad = bincode::decode_from_slice::<Value, _>(&[9], cfg).unwrap_err();
+        assert!(bad.to_string().contains("Value"), "{bad}");
+    }
+
+    /// `n` lists, one inside the other, around a null.
+    fn nested(n: usize) -> Value {
+        let mut v = Value::Null;
+        for _ in 0..n {
+            v = Value::List(vec![v]);
+        }
+        v
+    }
+
+    #[test]
+    fn depth_counts_lists_and_maps() {
+        assert_eq!(Value::Int(1).depth(), 0);
+        assert_eq!(nested(3).depth(), 3);
+        let mut map = Map::new();
+        map.insert("a".into(), nested(2));
+        map.insert("b".into(), Value::Null);
+        assert_eq!(Value::List(vec![Value::Null, Value::Map(map)]).depth(), 4);
+        assert!(TOO_DEEP.contains(&MAX_DEPTH.to_string()));
+    }
+
+    #[test]
+    fn values_at_the_limit_decode_and_deeper_ones_are_refused() {
+        let cfg = crate::codec::config();
+        let at_limit = nested(MAX_DEPTH);
+        let bytes = bincode::encode_to_vec(&at_limit, cfg).unwrap();
+        let (back, _): (Value, usize) = bincode::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(back, at_limit);
+        let json = serde_json::to_string(&at_limit).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), at_limit);
+
+        // A hostile frame: a million lists, one inside the other, in 2 MB.
+        // Decoding stops at the limit instead of overflowing the stack.
+        let mut frame = [6_u8, 1].repeat(1_000_000);
+        frame.push(0);
+        let err = bincode::decode_from_slice::<Value, _>(&frame, cfg).unwrap_err();
+        assert!(err.to_string().contains(TOO_DEEP), "{err}");
+        // The count is back to zero after the error: a value decodes again.
+        let (back, _): (Value, usize) = bincode::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(back, at_limit);
+
+        // The same through serde, from a deserializer with no limit of its
+        // own (a `serde_json::Value`), lists and maps.
+        let mut list = serde_json::Value::Null;
+        let mut map = serde_json::Value::Null;
+        for _ in 0..MAX_DEPTH + 1 {
+            list = serde_json::Value::Array(vec![list]);
+            map = serde_json::json!({ "a": map });
+        }
+        for json in [list, map] {
+            let err = Value::deserialize(json).unwrap_err();
+            assert!(err.to_string().contains(TOO_DEEP), "{err}");
+        }
+        let deeper = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(serde_json::from_str::<Value>(&deeper).is_err());
     }
 
     #[test]

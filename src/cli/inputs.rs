@@ -42,7 +42,7 @@ pub(crate) fn collect(
 ) -> Result<Map, String> {
     let mut inputs = Map::new();
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
+        let text = crate::wdl::read_file(path, crate::wdl::MAX_SOURCE_BYTES)
             .map_err(|e| format!("cannot read inputs file {}: {e}", path.display()))?;
         match serde_json::from_str::<Value>(&text) {
             Ok(Value::Map(m)) => inputs.extend(m),

@@ -159,7 +159,7 @@ impl Blobs {
             Value::Bytes(_) => return Payload::Inline(value),
             value if encoded_len(&value) <= INLINE_MAX => return Payload::Inline(value),
             value => (
-                bincode::encode_to_vec(&value, bincode::config::standard()).expect("values encode"),
+                bincode::encode_to_vec(&value, crate::codec::config()).expect("values encode"),
                 false,
             ),
         };
@@ -219,7 +219,7 @@ impl Blobs {
         if blob.raw {
             return Ok(Value::Bytes(bytes));
         }
-        bincode::decode_from_slice(&bytes, bincode::config::standard())
+        bincode::decode_from_slice(&bytes, crate::codec::config())
             .map(|(v, _)| v)
             .map_err(|e| format!("blob does not decode: {e}"))
     }
@@ -228,8 +228,7 @@ impl Blobs {
 /// The size of a value's encoding, without encoding it.
 fn encoded_len(value: &Value) -> usize {
     let mut size = bincode::enc::write::SizeWriter::default();
-    bincode::encode_into_writer(value, &mut size, bincode::config::standard())
-        .expect("values encode");
+    bincode::encode_into_writer(value, &mut size, crate::codec::config()).expect("values encode");
     size.bytes_written
 }
 

@@ -30,15 +30,16 @@ impl<T> Wire<T> {
 impl<T: Encode + Decode<()>> BytesConvertable for Wire<T> {
     fn into_bytes(self) -> Vec<u8> {
         match self.0 {
-            Ok(value) => bincode::encode_to_vec(value, bincode::config::standard())
-                .expect("wire values encode"),
+            Ok(value) => {
+                bincode::encode_to_vec(value, crate::codec::config()).expect("wire values encode")
+            }
             // Forwarding a frame that never decoded: send nothing decodable.
             Err(_) => Vec::new(),
         }
     }
 
     fn from_bytes(bytes: Vec<u8>) -> Self {
-        match bincode::decode_from_slice(&bytes, bincode::config::standard()) {
+        match bincode::decode_from_slice(&bytes, crate::codec::config()) {
             Ok((value, used)) if used == bytes.len() => Wire(Ok(value)),
             Ok(_) => Wire(Err(decode_error("trailing bytes after the message"))),
             Err(e) => Wire(Err(decode_error(&e.to_string()))),

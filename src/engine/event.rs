@@ -139,7 +139,7 @@ impl JournalEvent {
 
     /// Encodes for the journal.
     pub fn encode(&self) -> Vec<u8> {
-        bincode::encode_to_vec(self, bincode::config::standard()).expect("journal event encodes")
+        bincode::encode_to_vec(self, crate::codec::config()).expect("journal event encodes")
     }
 
     /// Decodes a journal record.
@@ -147,7 +147,7 @@ impl JournalEvent {
     /// # Errors
     /// When the bytes are not a journal event.
     pub fn decode(bytes: &[u8]) -> Result<Self, bincode::error::DecodeError> {
-        bincode::decode_from_slice(bytes, bincode::config::standard()).map(|(e, _)| e)
+        bincode::decode_from_slice(bytes, crate::codec::config()).map(|(e, _)| e)
     }
 }
 

@@ -77,11 +77,11 @@ struct Raw {
 }
 
 fn encode(entry: &Entry<TypeConfig>) -> Vec<u8> {
-    bincode::serde::encode_to_vec(entry, bincode::config::standard()).expect("entries encode")
+    bincode::serde::encode_to_vec(entry, crate::codec::config()).expect("entries encode")
 }
 
 fn decode(raw: &Raw) -> io::Result<Entry<TypeConfig>> {
-    bincode::serde::decode_from_slice(&raw.payload, bincode::config::standard())
+    bincode::serde::decode_from_slice(&raw.payload, crate::codec::config())
         .map(|(e, _)| e)
         .map_err(|e| {
             io::Error::other(format!(

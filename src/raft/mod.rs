@@ -63,11 +63,11 @@ pub fn node_id(name: &str) -> NodeId {
 }
 
 pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).expect("raft values encode")
+    bincode::serde::encode_to_vec(value, crate::codec::config()).expect("raft values encode")
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    match bincode::serde::decode_from_slice(bytes, bincode::config::standard()) {
+    match bincode::serde::decode_from_slice(bytes, crate::codec::config()) {
         Ok((v, used)) if used == bytes.len() => Ok(v),
         Ok(_) => Err("trailing bytes".into()),
         Err(e) => Err(e.to_string()),

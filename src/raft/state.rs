@@ -56,14 +56,14 @@ mod record_bytes {
     use crate::registry::Record;
 
     pub(super) fn serialize<S: Serializer>(record: &Record, s: S) -> Result<S::Ok, S::Error> {
-        bincode::encode_to_vec(record, bincode::config::standard())
+        bincode::encode_to_vec(record, crate::codec::config())
             .map_err(S::Error::custom)?
             .serialize(s)
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Record, D::Error> {
         let bytes = Vec::<u8>::deserialize(d)?;
-        bincode::decode_from_slice(&bytes, bincode::config::standard())
+        bincode::decode_from_slice(&bytes, crate::codec::config())
             .map(|(record, _)| record)
             .map_err(D::Error::custom)
     }

@@ -35,11 +35,11 @@ use crate::registry::Record;
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).expect("raft values encode")
+    bincode::serde::encode_to_vec(value, crate::codec::config()).expect("raft values encode")
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+    bincode::serde::decode_from_slice(bytes, crate::codec::config())
         .map(|(v, _)| v)
         .map_err(|e| e.to_string())
 }

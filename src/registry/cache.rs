@@ -371,7 +371,7 @@ async fn blocking<T: Send + 'static>(
 fn digest(records: &[Record]) -> u64 {
     let mut hasher = blake3::Hasher::new();
     for record in records {
-        let bytes = bincode::encode_to_vec(record, bincode::config::standard())
+        let bytes = bincode::encode_to_vec(record, crate::codec::config())
             .expect("registry records encode");
         hasher.update(&(bytes.len() as u64).to_le_bytes());
         hasher.update(&bytes);

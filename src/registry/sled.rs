@@ -124,11 +124,11 @@ fn key(record: &Record) -> Vec<u8> {
 }
 
 fn encode<T: bincode::Encode>(value: &T) -> Vec<u8> {
-    bincode::encode_to_vec(value, bincode::config::standard()).expect("registry record encodes")
+    bincode::encode_to_vec(value, crate::codec::config()).expect("registry record encodes")
 }
 
 fn decode<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, RegistryError> {
-    bincode::decode_from_slice(bytes, bincode::config::standard())
+    bincode::decode_from_slice(bytes, crate::codec::config())
         .map(|(value, _)| value)
         .map_err(|e| RegistryError::Storage(format!("corrupt registry record: {e}")))
 }

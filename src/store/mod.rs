@@ -133,11 +133,11 @@ pub trait RunStore: Send + Sync + fmt::Debug + 'static {
 }
 
 pub(crate) fn encode_summary(s: &RunSummary) -> Vec<u8> {
-    bincode::encode_to_vec(s, bincode::config::standard()).expect("summary encodes")
+    bincode::encode_to_vec(s, crate::codec::config()).expect("summary encodes")
 }
 
 pub(crate) fn decode_summary(bytes: &[u8]) -> Result<RunSummary, StoreError> {
-    bincode::decode_from_slice(bytes, bincode::config::standard())
+    bincode::decode_from_slice(bytes, crate::codec::config())
         .map(|(s, _)| s)
         .map_err(|e| StoreError::Corrupt(e.to_string()))
 }

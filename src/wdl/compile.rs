@@ -66,6 +66,10 @@ fn unreadable(file: &str, reason: &str) -> Diagnostics {
     }])
 }
 
+/// A file may import one that imports another… this many deep: loading
+/// imports recurses once per level.
+pub(crate) const MAX_IMPORT_DEPTH: usize = 32;
+
 /// A template definition and the file it came from.
 struct TemplateDef {
     name: Spanned<String>,
@@ -284,6 +288,14 @@ impl Compiler<'_> {
         defs: &mut Vec<TemplateDef>,
     ) {
         for entry in imports {
+            if stack.len() > MAX_IMPORT_DEPTH {
+                self.report.error_hint(
+                    entry.pos,
+                    format!("imports nested more than {MAX_IMPORT_DEPTH} files deep"),
+                    Some("import the shared files from the main file directly".into()),
+                );
+                return;
+            }
             let path = resolve_import(importer, &entry.value);
             if let Some(i) = stack.iter().position(|p| *p == path) {
                 let mut cycle: Vec<&str> = stack[i..].iter().map(String::as_str).collect();
@@ -363,6 +375,7 @@ impl Compiler<'_> {
         let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
 
         // Each task's fields, with templates and defaults applied.
+        let nodes = task_nodes(root);
         let mut partials = Vec::with_capacity(entries.len());
         for (name, task) in entries {
             let who = format!("task \"{}\"", name.value);
@@ -370,7 +383,10 @@ impl Compiler<'_> {
             let (mut p, complete) = templates.apply(own, &who, &mut self.report);
             p.timeout = p.timeout.or(timeout);
             p.retry = std::mem::take(&mut p.retry).over(retry.clone());
-            if p.uses.is_none() && complete && !has_key(root, &name.value, "uses") {
+            if p.uses.is_none()
+                && complete
+                && !has_key(nodes.get(name.value.as_str()).copied(), "uses")
+            {
                 let hint = if task.extends.as_ref().is_some_and(|e| !e.is_empty()) {
                     "set it here or in a template it extends, e.g. uses: builtin/echo"
                 } else {
@@ -422,11 +438,9 @@ impl Compiler<'_> {
                         .iter()
                         .position(|&u| u == b)
                         .map(|i| need_pos[a][i]);
-                    let mut names: Vec<&str> = cycle.iter().map(|&t| ids[t]).collect();
-                    names.push(ids[a]);
                     self.report.error_hint(
                         at.unwrap_or(entries[a].0.pos),
-                        format!("needs form a cycle: {}", names.join(" -> ")),
+                        format!("needs form a cycle: {}", cycle_text(&cycle, &ids)),
                         Some("a task cannot need itself, directly or through other tasks".into()),
                     );
                 }
@@ -650,10 +664,46 @@ struct CompiledTasks {
 
 /// Whether task `id` of the main file wrote `key` (even with a wrong type),
 /// or is not a mapping at all: either way, its absence is already reported.
-fn has_key(root: &Node, id: &str, key: &str) -> bool {
-    root.get("tasks")
-        .and_then(|t| t.get(id))
-        .is_some_and(|t| t.get(key).is_some() || !(t.is_null() || matches!(t.kind, Kind::Map(_))))
+/// `a -> b -> c -> a`; a long cycle names its first and last few tasks
+/// and counts the rest.
+fn cycle_text(cycle: &[usize], ids: &[&str]) -> String {
+    const HEAD: usize = 6;
+    const TAIL: usize = 2;
+    let name = |t: &usize| ids[*t];
+    let mut names: Vec<String> = Vec::new();
+    if cycle.len() <= HEAD + TAIL + 1 {
+        names.extend(cycle.iter().map(|t| name(t).to_string()));
+    } else {
+        names.extend(cycle[..HEAD].iter().map(|t| name(t).to_string()));
+        names.push(format!("({} more)", cycle.len() - HEAD - TAIL));
+        names.extend(
+            cycle[cycle.len() - TAIL..]
+                .iter()
+                .map(|t| name(t).to_string()),
+        );
+    }
+    names.push(name(&cycle[0]).to_string());
+    names.join(" -> ")
+}
+
+fn has_key(task: Option<&Node>, key: &str) -> bool {
+    task.is_some_and(|t| t.get(key).is_some() || !(t.is_null() || matches!(t.kind, Kind::Map(_))))
+}
+
+/// The nodes of the main file's tasks by id (the first of duplicates), so
+/// looking one up does not scan them all.
+fn task_nodes(root: &Node) -> HashMap<&str, &Node> {
+    let mut nodes = HashMap::new();
+    if let Some(Node {
+        kind: Kind::Map(entries),
+        ..
+    }) = root.get("tasks")
+    {
+        for (k, v) in entries {
+            nodes.entry(k.key_text()).or_insert(v);
+        }
+    }
+    nodes
 }
 
 fn contains_expression(node: &Node) -> bool {

@@ -4,7 +4,7 @@
 //! (edges point from a task to its upstream).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 
 /// A topological order (every task after what it needs), ties broken by
 /// file order; `Err` holds the tasks left out because they are on a cycle
@@ -43,54 +43,48 @@ pub(crate) fn order(needs: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
     }
 }
 
-/// One cycle per group of tasks stuck on cycles, each starting at its
-/// first task in file order: `[a, b, c]` means a needs b needs c needs a.
+/// Cycles among the `stuck` tasks (what [`order`] left out), each given as
+/// the tasks along it starting at its first task in file order: `[a, b, c]`
+/// means a needs b needs c needs a. Every task on some cycle is on at most
+/// one reported cycle; time and memory are linear in the graph's size.
+///
+/// A stuck task needs at least one stuck task, so following stuck needs
+/// from any start must come back to a task of the same walk: that loop is
+/// a cycle. A walk that reaches a task an earlier walk passed stops, since
+/// whatever it leads to is reported already.
 pub(crate) fn cycles(needs: &[Vec<usize>], stuck: &[usize]) -> Vec<Vec<usize>> {
+    const UNSEEN: usize = usize::MAX;
     let mut in_stuck = vec![false; needs.len()];
     for &t in stuck {
         in_stuck[t] = true;
     }
-    let mut reported = vec![false; needs.len()];
+    // The walk that first passed each task.
+    let mut walk_of = vec![UNSEEN; needs.len()];
     let mut out = Vec::new();
-    for &start in stuck {
-        if reported[start] {
+    let mut path = Vec::new();
+    for (walk, &start) in stuck.iter().enumerate() {
+        path.clear();
+        let mut t = start;
+        while walk_of[t] == UNSEEN {
+            walk_of[t] = walk;
+            path.push(t);
+            match needs[t].iter().find(|&&up| in_stuck[up]) {
+                Some(&up) => t = up,
+                None => break,
+            }
+        }
+        if walk_of[t] != walk || path.is_empty() {
             continue;
         }
-        if let Some(cycle) = shortest_cycle(needs, &in_stuck, start) {
-            for &t in &cycle {
-                reported[t] = true;
-            }
-            out.push(cycle);
-        }
+        let Some(at) = path.iter().position(|&p| p == t) else {
+            continue;
+        };
+        let mut cycle = path[at..].to_vec();
+        let first = (0..cycle.len()).min_by_key(|&i| cycle[i]).unwrap_or(0);
+        cycle.rotate_left(first);
+        out.push(cycle);
     }
     out
-}
-
-/// The shortest path from `start` back to itself, within `allowed`.
-fn shortest_cycle(needs: &[Vec<usize>], allowed: &[bool], start: usize) -> Option<Vec<usize>> {
-    let mut parent: Vec<Option<usize>> = vec![None; needs.len()];
-    let mut queue = VecDeque::from([start]);
-    let mut seen = vec![false; needs.len()];
-    while let Some(t) = queue.pop_front() {
-        for &up in &needs[t] {
-            if up == start {
-                let mut path = vec![t];
-                let mut cur = t;
-                while let Some(p) = parent[cur] {
-                    path.push(p);
-                    cur = p;
-                }
-                path.reverse();
-                return Some(path);
-            }
-            if allowed.get(up).copied().unwrap_or(false) && !seen[up] {
-                seen[up] = true;
-                parent[up] = Some(t);
-                queue.push_back(up);
-            }
-        }
-    }
-    None
 }
 
 /// Every task upstream of `task`, directly or not.
@@ -125,6 +119,21 @@ mod tests {
         let stuck = order(&needs).unwrap_err();
         assert_eq!(stuck, vec![0, 1, 2, 3, 4]);
         assert_eq!(cycles(&needs, &stuck), vec![vec![0, 1, 2], vec![4]]);
+    }
+
+    #[test]
+    fn a_long_cycle_is_found_in_linear_time() {
+        // 0 needs 1 needs … needs n-1 needs 0, and n-1 also needs a task
+        // off the cycle that needs 0.
+        let n = 1_000_000;
+        let mut needs: Vec<Vec<usize>> = (0..n).map(|t| vec![(t + 1) % n]).collect();
+        needs[n - 1].insert(0, n);
+        needs.push(vec![0]);
+        let stuck = order(&needs).unwrap_err();
+        let found = cycles(&needs, &stuck);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].len(), n + 1);
+        assert_eq!(found[0][..3], [0, 1, 2]);
     }
 
     #[test]

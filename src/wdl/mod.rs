@@ -35,6 +35,7 @@ use std::path::Path;
 pub use catalog::ExecutorCatalog;
 pub use diag::{Diagnostic, Diagnostics};
 pub use inputs::check_inputs;
+pub use load::{MAX_SOURCE_BYTES, read_file};
 pub use model::*;
 pub use schema::json_schema;
 pub use sources::Sources;

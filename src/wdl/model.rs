@@ -261,8 +261,19 @@ impl Template {
     /// Evaluates the template.
     ///
     /// # Errors
-    /// When an expression fails (missing field, wrong type).
+    /// When an expression fails (missing field, wrong type), or the value
+    /// it builds nests more than [`crate::value::MAX_DEPTH`] levels deep
+    /// (a template around an output that is itself deep): such a value
+    /// could be neither journaled nor sent, since nothing reads it back.
     pub fn eval(&self, scope: &dyn Scope) -> Result<Value, EvalError> {
+        let value = self.build(scope)?;
+        if value.depth() > crate::value::MAX_DEPTH {
+            return Err(EvalError(crate::value::TOO_DEEP.to_string()));
+        }
+        Ok(value)
+    }
+
+    fn build(&self, scope: &dyn Scope) -> Result<Value, EvalError> {
         match self {
             Template::Value(v) => Ok(v.clone()),
             Template::Expr(e) => e.eval(scope),
@@ -278,12 +289,12 @@ impl Template {
             }
             Template::List(items) => items
                 .iter()
-                .map(|t| t.eval(scope))
+                .map(|t| t.build(scope))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::List),
             Template::Map(entries) => entries
                 .iter()
-                .map(|(k, t)| Ok((k.clone(), t.eval(scope)?)))
+                .map(|(k, t)| Ok((k.clone(), t.build(scope)?)))
                 .collect::<Result<crate::value::Map, _>>()
                 .map(Value::Map),
         }

@@ -3,6 +3,8 @@
 //! keywords, invalid names. Nothing here knows about other tasks, files or
 //! expressions; that is [`super::compile`]'s job.
 
+use std::collections::HashMap;
+
 use super::diag::{Pos, Report, did_you_mean, suggest_or_list};
 use super::model::{Backoff, Durability, NeedCondition, ValueType};
 use super::raw::{
@@ -426,18 +428,20 @@ impl Walker<'_> {
                 }
             }
             Kind::Map(entries) => {
-                for (i, (k, v)) in entries.iter().enumerate() {
+                let mut first: HashMap<&str, Pos> = HashMap::with_capacity(entries.len());
+                for (k, v) in entries {
                     let key = k.key_text();
-                    if let Some((first, _)) = entries[..i].iter().find(|(f, _)| f.key_text() == key)
-                    {
+                    if let Some(first) = first.get(key) {
                         self.report.error_hint(
                             k.pos,
                             format!("duplicate key \"{key}\" in {what}"),
                             Some(format!(
                                 "\"{key}\" is first set at line {}; keep one",
-                                first.pos.line
+                                first.line
                             )),
                         );
+                    } else {
+                        first.insert(key, k.pos);
                     }
                     self.duplicates(v, what);
                 }
@@ -512,10 +516,10 @@ impl Walker<'_> {
             return None;
         };
         let mut out: Vec<(Spanned<String>, T)> = Vec::new();
-        let mut seen: Vec<(&str, Pos)> = Vec::new();
+        let mut seen: HashMap<&str, Pos> = HashMap::with_capacity(pairs.len());
         for (k, v) in pairs {
             let name = k.key_text();
-            if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+            if let Some(first) = seen.get(name) {
                 self.report.error_hint(
                     k.pos,
                     format!("duplicate key \"{name}\" in \"{key}\""),
@@ -526,7 +530,7 @@ impl Walker<'_> {
                 );
                 continue;
             }
-            seen.push((name, k.pos));
+            seen.insert(name, k.pos);
             if !name_kind.is_empty() && !is_name(name) {
                 self.report.error_hint(
                     k.pos,

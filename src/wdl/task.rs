@@ -318,6 +318,10 @@ impl Checker<'_, '_> {
     }
 }
 
+/// A template may extend one that extends another… this many deep:
+/// resolving recurses once per link.
+pub(crate) const MAX_EXTENDS: usize = 32;
+
 /// The templates available to a workflow, resolved on demand.
 pub(crate) struct Templates {
     defs: HashMap<String, Partial>,
@@ -401,6 +405,14 @@ impl Templates {
         }
         if let Some(done) = self.resolved.get(name) {
             return done.clone();
+        }
+        if stack.len() >= MAX_EXTENDS {
+            report.error_hint(
+                entry.pos,
+                format!("extends chains more than {MAX_EXTENDS} templates"),
+                Some("extend several templates at once instead: extends: [a, b]".into()),
+            );
+            return None;
         }
         let Some(def) = self.defs.get(name).cloned() else {
             let hint = did_you_mean(name, self.names.iter().map(String::as_str))

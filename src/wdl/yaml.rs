@@ -7,15 +7,16 @@
 //! `1` an int). Anchors, aliases, tags and multi-document streams are
 //! reported as unsupported; templates and `extends` are the way to reuse.
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use super::diag::{Pos, Report};
 use crate::value::{Map, Value};
 
-/// Mappings and sequences nested deeper than this are refused: the tree is
-/// walked (and dropped) recursively.
-const MAX_DEPTH: usize = 64;
+/// Mappings and sequences nested deeper than this are refused, whatever the
+/// style (flow brackets, indentation, compact `- ` and `? ` entries all
+/// count alike): the tree is walked (and dropped) recursively.
+pub(crate) const MAX_DEPTH: usize = 64;
 
 /// A YAML node and where it starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,12 +200,23 @@ pub(crate) fn parse(file: u32, text: &str, report: &mut Report) -> Option<Node> 
         refused: false,
         stopped: false,
     };
+    // The parser is pulled event by event instead of through `Parser::load`,
+    // which recurses once per level of nesting with no limit: a 200 KB file
+    // of `- - - …` overflows the stack there before any event reaches the
+    // builder. Pulled, nesting is only the builder's stack, and the builder
+    // stops at `MAX_DEPTH` without reading the rest of the text.
     let mut parser = Parser::new_from_str(text);
-    if let Err(e) = parser.load(&mut builder, true) {
-        let pos = builder.pos(*e.marker());
-        let info = e.info().to_string();
-        report_scan_error(builder.report, pos, &info);
-        return None;
+    while !builder.stopped {
+        match parser.next_token() {
+            Ok((Event::StreamEnd, _)) => break,
+            Ok((event, mark)) => builder.on_event(event, mark),
+            Err(e) => {
+                let pos = builder.pos(*e.marker());
+                let info = e.info().to_string();
+                report_scan_error(builder.report, pos, &info);
+                return None;
+            }
+        }
     }
     // Without the aliased values the tree would raise confusing problems
     // ("task b has no uses"): the refusals are reported alone.
@@ -220,6 +232,15 @@ pub(crate) fn parse(file: u32, text: &str, report: &mut Report) -> Option<Node> 
 }
 
 fn report_scan_error(report: &mut Report, pos: Pos, info: &str) {
+    // The scanner counts flow levels in a byte and, looking ahead for
+    // keys, can reach 256 `[` before the builder sees the 65th.
+    if info.contains("recursion limit exceeded") {
+        report.error(
+            pos,
+            format!("yaml nested more than {MAX_DEPTH} levels deep"),
+        );
+        return;
+    }
     let hint = if info.contains("tab") {
         Some("indent with spaces; YAML does not allow tabs for indentation".to_string())
     } else if info.contains("mapping values are not allowed") {
@@ -322,7 +343,7 @@ impl Builder<'_> {
     }
 }
 
-impl MarkedEventReceiver for Builder<'_> {
+impl Builder<'_> {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         if self.stopped {
             return;
@@ -445,6 +466,59 @@ mod tests {
         let text = format!("a: {}{}", "[".repeat(200), "]".repeat(200));
         let (_, report) = tree(&text);
         assert!(!report.is_empty());
+    }
+
+    /// Nested far past the limit in each style the scanner knows, as a
+    /// hostile file would be: each is refused with the limit's message at
+    /// the 65th level, and no stack overflows on the way.
+    #[test]
+    fn nesting_is_refused_in_every_style_before_anything_recurses() {
+        let indented = |item: &str| -> String {
+            (0..2_000)
+                .map(|i| format!("{}{item}\n", " ".repeat(i)))
+                .collect()
+        };
+        let styles = [
+            format!("x:\n{}1", "- ".repeat(1_000_000)),
+            format!("x:\n{}1", "? ".repeat(1_000_000)),
+            format!("x:\n{}", "- ? ".repeat(500_000)),
+            format!("x: {}{}", "[".repeat(1_000_000), "]".repeat(1_000_000)),
+            format!("x: {}", "{a: ".repeat(1_000_000)),
+            indented("a:"),
+            indented("-"),
+        ];
+        for text in &styles {
+            let (node, report) = tree(text);
+            assert!(node.is_none(), "{}", &text[..40]);
+            let messages: Vec<String> = report
+                .finish(&["f.yaml".to_string()])
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(messages.len(), 1, "{messages:?}");
+            assert!(
+                messages[0].contains("nested more than 64 levels deep"),
+                "{messages:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_is_accepted() {
+        let text = format!("x:\n{}1", "- ".repeat(MAX_DEPTH - 1));
+        let (node, report) = tree(&text);
+        assert!(report.is_empty());
+        let mut depth = 0;
+        let mut node = node.unwrap();
+        while let Some(next) = match node.kind {
+            Kind::Map(mut e) => Some(e.remove(0).1),
+            Kind::Seq(mut i) => Some(i.remove(0)),
+            Kind::Scalar(_) => None,
+        } {
+            depth += 1;
+            node = next;
+        }
+        assert_eq!(depth, MAX_DEPTH);
     }
 
     #[test]

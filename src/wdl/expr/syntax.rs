@@ -377,25 +377,38 @@ impl Parser {
         Ok(())
     }
 
+    // A chain (`a || b || …`, `a.b.c…`, `a[0][1]…`) is parsed in a loop
+    // but makes a tree as deep as it is long, which resolving, evaluating
+    // and dropping walk recursively: each link counts as a level, like a
+    // bracket, until the chain ends.
+
     fn expr(&mut self) -> Result<Ast, SyntaxError> {
-        self.enter(self.peek().start)?;
+        let at = self.peek().start;
+        self.enter(at)?;
+        let mut links = 0;
         let mut left = self.and()?;
         while self.peek().tok == Tok::Or {
-            self.bump();
+            let at = self.bump().start;
+            self.enter(at)?;
+            links += 1;
             let right = self.and()?;
             left = binary(left, right, AstKind::Or);
         }
-        self.depth -= 1;
+        self.depth -= 1 + links;
         Ok(left)
     }
 
     fn and(&mut self) -> Result<Ast, SyntaxError> {
+        let mut links = 0;
         let mut left = self.cmp()?;
         while self.peek().tok == Tok::And {
-            self.bump();
+            let at = self.bump().start;
+            self.enter(at)?;
+            links += 1;
             let right = self.cmp()?;
             left = binary(left, right, AstKind::And);
         }
+        self.depth -= links;
         Ok(left)
     }
 
@@ -432,8 +445,14 @@ impl Parser {
     }
 
     fn postfix(&mut self) -> Result<Ast, SyntaxError> {
+        let mut links = 0;
         let mut base = self.primary()?;
         loop {
+            if matches!(self.peek().tok, Tok::Dot | Tok::LBracket) {
+                let at = self.peek().start;
+                self.enter(at)?;
+                links += 1;
+            }
             match self.peek().tok {
                 Tok::Dot => {
                     self.bump();
@@ -472,7 +491,10 @@ impl Parser {
                         end: close.end,
                     };
                 }
-                _ => return Ok(base),
+                _ => {
+                    self.depth -= links;
+                    return Ok(base);
+                }
             }
         }
     }
@@ -653,5 +675,27 @@ mod tests {
         assert!(parse(&text).is_err());
         let text = format!("{}a", "!".repeat(500));
         assert!(parse(&text).is_err());
+    }
+
+    #[test]
+    fn long_chains_count_as_nesting() {
+        let deep = "expression nested more than 64 levels deep";
+        for chain in [
+            format!("a{}", ".b".repeat(1_000_000)),
+            format!("a{}", "[0]".repeat(1_000_000)),
+            format!("a{}", " || a".repeat(1_000_000)),
+            format!("a{}", " && a".repeat(1_000_000)),
+        ] {
+            let err = parse(&chain).unwrap_err();
+            assert_eq!(err.message, deep, "{}", &chain[..20]);
+        }
+        // Chains that end give their levels back: many short ones are fine.
+        let short = vec!["a.b.c || d[0][1] && e"; 500].join(" || ");
+        assert!(
+            parse(&format!("[{short}]")).is_err(),
+            "500 links in one chain"
+        );
+        let lists = vec!["a.b.c || d[0][1] && e"; 500].join(", ");
+        assert!(parse(&format!("[{lists}]")).is_ok());
     }
 }
