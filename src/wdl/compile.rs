@@ -11,8 +11,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::catalog::ExecutorCatalog;
-use super::diag::{Diagnostic, Diagnostics, Files, Pos, Report, did_you_mean};
-use super::expr::{Context, Expr, ItemRule};
+use super::diag::{Diagnostic, Diagnostics, Files, Hints, Pos, Report};
+use super::expr::{Context, Expr, Inputs, ItemRule};
 use super::model::{InputSpec, Need, Task, TaskIdx, Template, ValueType, Workflow};
 use super::parse::{self, describe};
 use super::raw::{self, Spanned};
@@ -34,11 +34,13 @@ pub(crate) fn compile(
         Some(Err(reason)) => return Err(unreadable(main, reason)),
         None => return Err(unreadable(main, "it is not among the given sources")),
     };
+    let hints = Hints::default();
     let mut c = Compiler {
         sources,
         catalog,
         files: Files::default(),
         report: Report::default(),
+        hints: &hints,
     };
     let id = c.files.add(main, text);
     let Some(root) = yaml::parse(id, text, &mut c.report) else {
@@ -81,6 +83,8 @@ struct Compiler<'s> {
     catalog: &'s dyn ExecutorCatalog,
     files: Files<'s>,
     report: Report,
+    /// The budget of "did you mean" hints for names of tasks and inputs.
+    hints: &'s Hints,
 }
 
 impl Compiler<'_> {
@@ -119,8 +123,9 @@ impl Compiler<'_> {
         let inputs = self.inputs(raw);
         let (timeout, retry) = self.defaults(raw);
         let mut templates = self.templates(raw);
-        let tasks = self.tasks(root, raw, &inputs, &mut templates, timeout, &retry);
-        let outputs = self.outputs(raw, &inputs, &tasks);
+        let by_name = Inputs::new(&inputs);
+        let tasks = self.tasks(root, raw, &by_name, &mut templates, timeout, &retry);
+        let outputs = self.outputs(raw, &by_name, &tasks);
         Workflow {
             name,
             description: raw.description.as_ref().map(|d| d.value.clone()),
@@ -357,7 +362,7 @@ impl Compiler<'_> {
         &mut self,
         root: &Node,
         raw: &raw::Workflow,
-        inputs: &[InputSpec],
+        inputs: &Inputs<'_>,
         templates: &mut Templates,
         timeout: Option<Duration>,
         retry: &PartialRetry,
@@ -407,7 +412,7 @@ impl Compiler<'_> {
         for (t, p) in partials.iter().enumerate() {
             for n in p.needs.iter().flatten() {
                 let Some(&up) = index.get(n.task.value.as_str()) else {
-                    let hint = did_you_mean(&n.task.value, ids.iter().copied());
+                    let hint = self.hints.did_you_mean(&n.task.value, ids.iter().copied());
                     self.report.error_hint(
                         n.task.pos,
                         format!(
@@ -454,6 +459,7 @@ impl Compiler<'_> {
 
         // Expressions, knowing what is upstream of each task.
         let task_index = |id: &str| index.get(id).map(|&p| final_of[p]);
+        let hints = self.hints;
         let mut compiled: Vec<Option<Task>> = vec![None; entries.len()];
         for (p, partial) in partials.into_iter().enumerate() {
             // Only tasks whose expressions read other tasks need this.
@@ -471,6 +477,7 @@ impl Compiler<'_> {
                 task_index: &task_index,
                 reader: Some((id, &upstream)),
                 items,
+                hints,
             };
             let fans_out = partial.for_each.is_some();
             let with = self.with(
@@ -628,7 +635,7 @@ impl Compiler<'_> {
     fn outputs(
         &mut self,
         raw: &raw::Workflow,
-        inputs: &[InputSpec],
+        inputs: &Inputs<'_>,
         tasks: &CompiledTasks,
     ) -> Vec<(String, Template)> {
         let Some(outputs) = &raw.outputs else {
@@ -647,6 +654,7 @@ impl Compiler<'_> {
                 task_index: &task_index,
                 reader: None,
                 items: ItemRule::Forbidden("item and index exist only inside a for_each task"),
+                hints: self.hints,
             };
             let t = template::template(&value.0, &ctx, &self.files, &mut self.report);
             out.push((name.value.clone(), t));

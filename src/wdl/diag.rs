@@ -37,6 +37,51 @@ impl Pos {
 pub(crate) struct Files<'s> {
     pub(crate) names: Vec<String>,
     pub(crate) texts: Vec<&'s str>,
+    /// Per file, where lines and characters start, so that placing a
+    /// position costs the same anywhere in a large file.
+    maps: Vec<TextMap>,
+}
+
+/// Byte offsets of the start of every line and of every
+/// [`TextMap::STRIDE`]th character of one text.
+#[derive(Debug, Default)]
+struct TextMap {
+    lines: Vec<usize>,
+    chars: Vec<usize>,
+}
+
+impl TextMap {
+    const STRIDE: usize = 64;
+
+    fn new(text: &str) -> TextMap {
+        let lines = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        let chars = text
+            .char_indices()
+            .step_by(Self::STRIDE)
+            .map(|(i, _)| i)
+            .collect();
+        TextMap { lines, chars }
+    }
+
+    /// How many characters `text` holds before byte `byte` (a boundary).
+    fn chars_before(&self, text: &str, byte: usize) -> usize {
+        let k = self.chars.partition_point(|&b| b <= byte).saturating_sub(1);
+        let from = self.chars.get(k).copied().unwrap_or(0);
+        k * Self::STRIDE + text[from..byte].chars().count()
+    }
+
+    /// The byte where character `n` starts, or the end of the text.
+    fn byte_of_char(&self, text: &str, n: usize) -> usize {
+        let Some(&from) = self.chars.get(n / Self::STRIDE) else {
+            return text.len();
+        };
+        text[from..]
+            .char_indices()
+            .nth(n % Self::STRIDE)
+            .map_or(text.len(), |(i, _)| from + i)
+    }
 }
 
 impl<'s> Files<'s> {
@@ -44,33 +89,40 @@ impl<'s> Files<'s> {
     pub(crate) fn add(&mut self, name: &str, text: &'s str) -> u32 {
         self.names.push(name.to_string());
         self.texts.push(text);
+        self.maps.push(TextMap::new(text));
         u32::try_from(self.names.len() - 1).unwrap_or(u32::MAX)
+    }
+
+    fn text_and_map(&self, file: u32) -> (&'s str, Option<&TextMap>) {
+        let text = self.texts.get(file as usize).copied().unwrap_or("");
+        (text, self.maps.get(file as usize))
     }
 
     /// The position of byte `byte` of file `file`.
     pub(crate) fn pos_at(&self, file: u32, byte: usize) -> Pos {
-        let text = self.texts.get(file as usize).copied().unwrap_or("");
+        let (text, map) = self.text_and_map(file);
+        let Some(map) = map else {
+            return Pos::file_start(file);
+        };
         let mut byte = byte.min(text.len());
         while !text.is_char_boundary(byte) {
             byte -= 1;
         }
-        let before = &text[..byte];
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let count = |s: &str| u32::try_from(s.chars().count()).unwrap_or(u32::MAX);
+        let line = map.lines.partition_point(|&b| b <= byte).max(1);
+        let line_start = map.lines[line - 1];
+        let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Pos {
             file,
-            line: u32::try_from(before.matches('\n').count() + 1).unwrap_or(u32::MAX),
-            col: count(&before[line_start..]) + 1,
-            offset: count(before),
+            line: to_u32(line),
+            col: to_u32(text[line_start..byte].chars().count() + 1),
+            offset: to_u32(map.chars_before(text, byte)),
         }
     }
 
     /// The byte where `pos` is in its file.
     pub(crate) fn byte_of(&self, pos: Pos) -> usize {
-        let text = self.texts.get(pos.file as usize).copied().unwrap_or("");
-        text.char_indices()
-            .nth(pos.offset as usize)
-            .map_or(text.len(), |(i, _)| i)
+        let (text, map) = self.text_and_map(pos.file);
+        map.map_or(0, |m| m.byte_of_char(text, pos.offset as usize))
     }
 }
 
@@ -170,6 +222,10 @@ pub(crate) struct Problem {
     pub(crate) hint: Option<String>,
 }
 
+/// How many problems a report shows; the rest are counted. Hundreds of
+/// thousands of messages help nobody and cost the reader megabytes.
+pub(crate) const MAX_SHOWN: usize = 200;
+
 /// Collects problems while the compiler walks the files.
 #[derive(Debug, Default)]
 pub(crate) struct Report {
@@ -211,13 +267,26 @@ impl Report {
         self.problems.len()
     }
 
-    /// Sorts by position, drops exact duplicates and names the files.
+    /// Sorts by position, drops exact duplicates and names the files. Past
+    /// [`MAX_SHOWN`] problems, one last diagnostic counts the rest.
     pub(crate) fn finish(mut self, file_names: &[String]) -> Diagnostics {
         // A stable sort keeps problems found at one position in the order
         // they were found.
         self.problems
             .sort_by_key(|p| (p.pos.file, p.pos.line, p.pos.col));
         self.problems.dedup();
+        let more = self.problems.len().saturating_sub(MAX_SHOWN);
+        self.problems.truncate(MAX_SHOWN);
+        if more > 0 {
+            self.problems.push(Problem {
+                pos: Pos {
+                    line: 0,
+                    ..Pos::file_start(0)
+                },
+                message: format!("{more} more problems not shown"),
+                hint: Some(format!("the first {MAX_SHOWN} are listed above")),
+            });
+        }
         Diagnostics(
             self.problems
                 .into_iter()
@@ -296,6 +365,38 @@ pub(crate) fn closest<'c>(
         .map(|(_, c)| c)
 }
 
+/// How many "did you mean" hints one compile looks for at one site. Each
+/// scans every candidate name, so without a budget a file with many names
+/// and as many misspellings of them would cost their product.
+pub(crate) const MAX_HINTS: usize = 100;
+
+/// A budget of [`MAX_HINTS`] suggestions: past it, problems come without
+/// a "did you mean".
+#[derive(Debug)]
+pub(crate) struct Hints(std::cell::Cell<usize>);
+
+impl Default for Hints {
+    fn default() -> Self {
+        Hints(std::cell::Cell::new(MAX_HINTS))
+    }
+}
+
+impl Hints {
+    /// [`did_you_mean`] while the budget lasts, `None` after.
+    pub(crate) fn did_you_mean<'c>(
+        &self,
+        word: &str,
+        candidates: impl IntoIterator<Item = &'c str>,
+    ) -> Option<String> {
+        let left = self.0.get();
+        if left == 0 {
+            return None;
+        }
+        self.0.set(left - 1);
+        did_you_mean(word, candidates)
+    }
+}
+
 /// `did you mean "x"?` when a candidate is close to `word`.
 pub(crate) fn did_you_mean<'c>(
     word: &str,
@@ -324,6 +425,23 @@ pub(crate) fn suggest_or_list<'c>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_round_trip_through_bytes() {
+        let text = "a: é\n  b: [1, 2]\nçà: \"x\"\n".repeat(50);
+        let mut files = Files::default();
+        let id = files.add("f.yaml", &text);
+        for (byte, _) in text.char_indices() {
+            let pos = files.pos_at(id, byte);
+            let before = &text[..byte];
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            assert_eq!(pos.line as usize, before.matches('\n').count() + 1);
+            assert_eq!(pos.col as usize, before[line_start..].chars().count() + 1);
+            assert_eq!(pos.offset as usize, before.chars().count());
+            assert_eq!(files.byte_of(pos), byte);
+        }
+        assert_eq!(files.pos_at(id, text.len() + 10).line as usize, 151);
+    }
 
     #[test]
     fn closest_finds_typos_and_synonyms() {

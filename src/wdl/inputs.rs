@@ -1,9 +1,9 @@
 //! Checking the inputs a run is submitted with against the workflow's
 //! declarations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use super::diag::did_you_mean;
+use super::diag::{Hints, MAX_SHOWN};
 use super::model::{ValueType, Workflow};
 use crate::value::Value;
 
@@ -20,10 +20,12 @@ pub fn check_inputs(
 ) -> Result<BTreeMap<String, Value>, Vec<String>> {
     let mut out = BTreeMap::new();
     let mut problems = Vec::new();
+    let declared: HashSet<&str> = wf.inputs.iter().map(|i| i.name.as_str()).collect();
+    let hints = Hints::default();
     for name in given.keys() {
-        if !wf.inputs.iter().any(|i| &i.name == name) {
+        if !declared.contains(name.as_str()) {
             let mut message = format!("unknown input \"{name}\"");
-            match did_you_mean(name, wf.inputs.iter().map(|i| i.name.as_str())) {
+            match hints.did_you_mean(name, wf.inputs.iter().map(|i| i.name.as_str())) {
                 Some(hint) => message.push_str(&format!("; {hint}")),
                 None if wf.inputs.is_empty() => {
                     message.push_str(&format!("; workflow \"{}\" takes no inputs", wf.name));
@@ -62,6 +64,11 @@ pub fn check_inputs(
     if problems.is_empty() {
         Ok(out)
     } else {
+        if problems.len() > MAX_SHOWN {
+            let more = problems.len() - MAX_SHOWN;
+            problems.truncate(MAX_SHOWN);
+            problems.push(format!("{more} more problems with the inputs not shown"));
+        }
         Err(problems)
     }
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::catalog::ExecutorCatalog;
-use super::diag::{Files, Pos, Report, did_you_mean, suggest_or_list};
+use super::diag::{Files, Hints, Pos, Report, suggest_or_list};
 use super::model::{Backoff, NeedCondition, RetryPolicy};
 use super::raw::{self, DurationText, Spanned};
 use super::template;
@@ -327,6 +327,7 @@ pub(crate) struct Templates {
     defs: HashMap<String, Partial>,
     names: Vec<String>,
     resolved: HashMap<String, Option<Partial>>,
+    hints: Hints,
 }
 
 impl Templates {
@@ -337,6 +338,7 @@ impl Templates {
             defs: defs.into_iter().collect(),
             names,
             resolved: HashMap::new(),
+            hints: Hints::default(),
         }
     }
 
@@ -415,7 +417,8 @@ impl Templates {
             return None;
         }
         let Some(def) = self.defs.get(name).cloned() else {
-            let hint = did_you_mean(name, self.names.iter().map(String::as_str))
+            let hint = (self.hints)
+                .did_you_mean(name, self.names.iter().map(String::as_str))
                 .or_else(|| Some("define it under templates, or import the file that does".into()));
             report.error_hint(
                 entry.pos,

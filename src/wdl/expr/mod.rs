@@ -17,7 +17,7 @@ use crate::value::Value;
 
 use super::model::TaskIdx;
 
-pub(crate) use resolve::{Context, ExprProblem, ItemRule, article};
+pub(crate) use resolve::{Context, ExprProblem, Inputs, ItemRule, article};
 pub(crate) use syntax::SyntaxError;
 
 /// What an expression can read.

@@ -5,15 +5,16 @@
 use super::syntax::{Ast, AstKind, CmpOp};
 use super::{Func, Node, Step};
 use crate::value::Value;
-use crate::wdl::diag::did_you_mean;
+use crate::wdl::diag::{Hints, did_you_mean};
 use crate::wdl::model::{InputSpec, TaskIdx, ValueType};
+use std::collections::HashMap;
 
 /// Everything an expression may refer to, seen from where it is written.
 pub(crate) struct Context<'c> {
     /// Who reads, for messages: `task "b"`, `output "x"`.
     pub(crate) who: &'c str,
     /// The declared inputs.
-    pub(crate) inputs: &'c [InputSpec],
+    pub(crate) inputs: &'c Inputs<'c>,
     /// Every task id (for suggestions).
     pub(crate) task_ids: &'c [&'c str],
     /// Index of a task id.
@@ -23,6 +24,29 @@ pub(crate) struct Context<'c> {
     pub(crate) reader: Option<(&'c str, &'c dyn Fn(TaskIdx) -> bool)>,
     /// Whether `item` and `index` may be read here.
     pub(crate) items: ItemRule<'c>,
+    /// The budget of "did you mean" hints for task and input names.
+    pub(crate) hints: &'c Hints,
+}
+
+/// The declared inputs, in order and by name.
+pub(crate) struct Inputs<'c> {
+    list: &'c [InputSpec],
+    by_name: HashMap<&'c str, &'c InputSpec>,
+}
+
+impl<'c> Inputs<'c> {
+    pub(crate) fn new(list: &'c [InputSpec]) -> Self {
+        let by_name = list.iter().map(|i| (i.name.as_str(), i)).collect();
+        Inputs { list, by_name }
+    }
+
+    fn get(&self, name: &str) -> Option<&'c InputSpec> {
+        self.by_name.get(name).copied()
+    }
+
+    fn names(&self) -> impl Iterator<Item = &'c str> {
+        self.list.iter().map(|i| i.name.as_str())
+    }
 }
 
 /// Whether `item` and `index` may be read.
@@ -250,7 +274,7 @@ impl Resolver<'_, '_> {
     }
 
     fn unknown_name(&mut self, at: &Ast, name: &str) {
-        let hint = if self.ctx.inputs.iter().any(|i| i.name == name) {
+        let hint = if self.ctx.inputs.get(name).is_some() {
             Some(format!("inputs are read as inputs.{name}"))
         } else if (self.ctx.task_index)(name).is_some() {
             Some(format!("task outputs are read as tasks.{name}.outputs"))
@@ -277,8 +301,9 @@ impl Resolver<'_, '_> {
             );
             return (Node::Lit(Value::Null), ValueType::Any);
         };
-        let Some(spec) = self.ctx.inputs.iter().find(|i| i.name == *name) else {
-            let hint = did_you_mean(name, self.ctx.inputs.iter().map(|i| i.name.as_str()))
+        let Some(spec) = self.ctx.inputs.get(name) else {
+            let hint = (self.ctx.hints)
+                .did_you_mean(name, self.ctx.inputs.names())
                 .or_else(|| Some(format!("declare it under inputs: {name}: {{ type: any }}")));
             self.problem(
                 *at,
@@ -323,7 +348,7 @@ impl Resolver<'_, '_> {
         };
         let who = self.ctx.who;
         let Some(idx) = (self.ctx.task_index)(id) else {
-            let hint = did_you_mean(id, self.ctx.task_ids.iter().copied());
+            let hint = (self.ctx.hints).did_you_mean(id, self.ctx.task_ids.iter().copied());
             self.problem(
                 *at,
                 format!("{who} reads tasks.{id}.outputs, but there is no task \"{id}\""),

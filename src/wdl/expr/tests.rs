@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::wdl::diag::Hints;
 use crate::wdl::model::{InputSpec, ValueType};
 
 struct TestScope {
@@ -78,6 +79,8 @@ fn task_index(id: &str) -> Option<TaskIdx> {
 /// skipped.
 fn compile(text: &str) -> Result<Expr, Vec<String>> {
     let inputs = inputs();
+    let inputs = Inputs::new(&inputs);
+    let hints = Hints::default();
     let upstream = |i: TaskIdx| i < 2;
     let ctx = Context {
         who: "task \"reader\"",
@@ -86,6 +89,7 @@ fn compile(text: &str) -> Result<Expr, Vec<String>> {
         task_index: &task_index,
         reader: Some(("reader", &upstream)),
         items: ItemRule::Allowed,
+        hints: &hints,
     };
     Expr::compile(text, &ctx)
         .map(|(e, _)| e)
@@ -284,6 +288,8 @@ fn resolution_problems_name_the_reader() {
 #[test]
 fn item_is_refused_where_there_is_no_fan_out() {
     let inputs = inputs();
+    let inputs = Inputs::new(&inputs);
+    let hints = Hints::default();
     let ctx = Context {
         who: "output \"x\"",
         inputs: &inputs,
@@ -291,6 +297,7 @@ fn item_is_refused_where_there_is_no_fan_out() {
         task_index: &task_index,
         reader: None,
         items: ItemRule::Forbidden("item and index exist only inside a for_each task"),
+        hints: &hints,
     };
     let err = Expr::compile("item.a", &ctx).unwrap_err();
     assert_eq!(
@@ -313,6 +320,8 @@ fn syntax_errors_are_prefixed() {
 #[test]
 fn static_types() {
     let inputs = inputs();
+    let inputs = Inputs::new(&inputs);
+    let hints = Hints::default();
     let ctx = Context {
         who: "x",
         inputs: &inputs,
@@ -320,6 +329,7 @@ fn static_types() {
         task_index: &task_index,
         reader: None,
         items: ItemRule::Allowed,
+        hints: &hints,
     };
     let ty = |t: &str| Expr::compile(t, &ctx).unwrap().1;
     assert_eq!(ty("inputs.list"), ValueType::List);
