@@ -167,6 +167,25 @@ mod tests {
         assert!(Wire::<StopAttempt>::from_bytes(long).0.is_err());
         assert!(Wire::<Finished>::from_bytes(vec![0xff; 64]).0.is_err());
     }
+
+    /// A peer's frame holding a value nested a million levels (`Ok`, then
+    /// "a list of one" a million times), or claiming a list of 4 billion
+    /// items: each decodes to an error, without recursing or allocating
+    /// what the frame claims.
+    #[test]
+    fn hostile_frames_decode_to_errors() {
+        let mut deep = vec![0u8];
+        for _ in 0..1_000_000 {
+            deep.extend([6, 1]);
+        }
+        deep.push(0);
+        let err = Wire::<Inferred>::from_bytes(deep).0.unwrap_err();
+        assert!(err.contains(crate::value::TOO_DEEP), "{err}");
+
+        // `Ok`, a list, a length of u32::MAX in bincode's varint.
+        let huge = vec![0u8, 6, 252, 0xff, 0xff, 0xff, 0xff];
+        assert!(Wire::<Inferred>::from_bytes(huge).0.is_err());
+    }
 }
 
 /// What a [`RaftRpc`] asks for.

@@ -929,6 +929,38 @@ outputs:
         assert_eq!(wf.tasks[0].uses, "builtin/echo");
     }
 
+    /// The limit is on the chain, whatever order the templates come in:
+    /// defined root first they resolve without recursing, last first they
+    /// recurse once per link.
+    #[test]
+    fn extends_chains_are_limited_in_either_order() {
+        let chain = |n: usize, reversed: bool| {
+            let mut lines: Vec<String> = (1..n)
+                .map(|i| format!("  t{i}: {{extends: t{}}}\n", i - 1))
+                .collect();
+            lines.insert(0, "  t0: {uses: builtin/noop}\n".into());
+            if reversed {
+                lines.reverse();
+            }
+            format!(
+                "version: 1\nname: x\ntemplates:\n{}tasks:\n  a: {{extends: t{}}}\n",
+                lines.concat(),
+                n - 1
+            )
+        };
+        for reversed in [false, true] {
+            ok(&chain(crate::wdl::task::MAX_EXTENDS, reversed));
+            let errors = errors(&chain(100, reversed));
+            assert!(!errors.is_empty());
+            assert!(
+                errors
+                    .iter()
+                    .all(|e| e == "extends chains more than 32 templates"),
+                "{errors:?}"
+            );
+        }
+    }
+
     #[test]
     fn problems_in_unused_templates_are_reported_once() {
         let errs = errors(

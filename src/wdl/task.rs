@@ -318,8 +318,9 @@ impl Checker<'_, '_> {
     }
 }
 
-/// A template may extend one that extends another… this many deep:
-/// resolving recurses once per link.
+/// A template may extend one that extends another… this many deep (the
+/// longest chain, whatever the order of definition: resolving recurses
+/// once per link not yet resolved).
 pub(crate) const MAX_EXTENDS: usize = 32;
 
 /// The templates available to a workflow, resolved on demand.
@@ -327,6 +328,9 @@ pub(crate) struct Templates {
     defs: HashMap<String, Partial>,
     names: Vec<String>,
     resolved: HashMap<String, Option<Partial>>,
+    /// The longest `extends` chain of each resolved template, itself
+    /// included.
+    chain: HashMap<String, usize>,
     hints: Hints,
 }
 
@@ -338,6 +342,7 @@ impl Templates {
             defs: defs.into_iter().collect(),
             names,
             resolved: HashMap::new(),
+            chain: HashMap::new(),
             hints: Hints::default(),
         }
     }
@@ -355,20 +360,21 @@ impl Templates {
     }
 
     /// `partial` with the templates it extends applied; `who` names it.
-    /// Also tells whether every template it names was found (if not, a
-    /// missing field may well have been meant to come from one).
+    /// Also tells whether every template it names was found and accepted
+    /// (if not, a missing field may well have been meant to come from one).
     pub(crate) fn apply(
         &mut self,
         partial: Partial,
         who: &str,
         report: &mut Report,
     ) -> (Partial, bool) {
-        let complete = partial
-            .extends
-            .iter()
-            .all(|e| self.defs.contains_key(&e.value));
+        let names: Vec<String> = partial.extends.iter().map(|e| e.value.clone()).collect();
         let mut stack = Vec::new();
-        (self.apply_inner(partial, who, report, &mut stack), complete)
+        let applied = self.apply_inner(partial, who, report, &mut stack);
+        let complete = names
+            .iter()
+            .all(|n| self.defs.contains_key(n) && !self.is_refused(n));
+        (applied, complete)
     }
 
     fn apply_inner(
@@ -385,6 +391,11 @@ impl Templates {
             }
         }
         merge(base, partial)
+    }
+
+    /// Whether template `name` was refused (its problem is reported).
+    fn is_refused(&self, name: &str) -> bool {
+        matches!(self.resolved.get(name), Some(None))
     }
 
     fn resolve(
@@ -414,6 +425,8 @@ impl Templates {
                 format!("extends chains more than {MAX_EXTENDS} templates"),
                 Some("extend several templates at once instead: extends: [a, b]".into()),
             );
+            // Refused, and with it every template that extends it.
+            self.resolved.insert(name.clone(), None);
             return None;
         }
         let Some(def) = self.defs.get(name).cloned() else {
@@ -428,8 +441,29 @@ impl Templates {
             return None;
         };
         stack.push(name.clone());
+        let parents = def.extends.clone();
         let out = self.apply_inner(def, &format!("template \"{name}\""), report, stack);
         stack.pop();
+        let longest = parents
+            .iter()
+            .filter_map(|p| Some((self.chain.get(&p.value)?, p.pos)))
+            .max_by_key(|(len, _)| **len);
+        let chain = 1 + longest.map_or(0, |(len, _)| *len);
+        if parents.iter().any(|p| self.is_refused(&p.value)) {
+            // A template it extends was refused: that problem is reported.
+            self.resolved.insert(name.clone(), None);
+            return None;
+        }
+        if let Some((_, pos)) = longest.filter(|_| chain > MAX_EXTENDS) {
+            report.error_hint(
+                pos,
+                format!("extends chains more than {MAX_EXTENDS} templates"),
+                Some("extend several templates at once instead: extends: [a, b]".into()),
+            );
+            self.resolved.insert(name.clone(), None);
+            return None;
+        }
+        self.chain.insert(name.clone(), chain);
         self.resolved.insert(name.clone(), Some(out.clone()));
         Some(out)
     }

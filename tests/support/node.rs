@@ -182,7 +182,13 @@ pub fn request(url: &str, method: &str, path: &str, token: Option<&str>) -> Opti
 
 /// [`request`] with a JSON body.
 pub fn post_json(url: &str, path: &str, body: &serde_json::Value) -> Option<(u16, String)> {
-    request_with(url, "POST", path, None, Some(&body.to_string()))
+    post_text(url, path, &body.to_string())
+}
+
+/// `POST path` with `body` sent as it is, as JSON (for bodies that a
+/// `serde_json::Value` cannot hold, such as a million nested brackets).
+pub fn post_text(url: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    request_with(url, "POST", path, None, Some(body))
 }
 
 fn request_with(
