@@ -339,7 +339,7 @@ impl Engine {
             self.shared.replicated_store()?;
         }
         let run_id = ulid::Ulid::new().to_string();
-        let replicated = workflow.durability == Durability::Replicated;
+        let durability = workflow.durability;
         let (accepted, durable) = tokio::sync::oneshot::channel();
         let handle = self
             .start_run(
@@ -350,13 +350,14 @@ impl Engine {
                     inputs,
                     accepted: Some(accepted),
                 },
+                durability,
             )
             .await?;
         // A `replicated` run is acknowledged only once its submission is
         // committed: a run the caller was told about is never lost with its
         // owner. (`local` runs are acknowledged at once; their first group
         // commit follows within milliseconds.)
-        if !replicated {
+        if durability != Durability::Replicated {
             return Ok(handle);
         }
         match tokio::time::timeout(ACCEPT_TIMEOUT, durable).await {
@@ -383,7 +384,10 @@ impl Engine {
             Some(s) if s.status.is_final() => {
                 Err(SubmitError::AlreadyFinished(run_id.to_owned(), s.status))
             }
-            Some(_) => self.start_run(run_id.to_owned(), RunMode::Resume).await,
+            Some(_) => {
+                self.start_run(run_id.to_owned(), RunMode::Resume, Durability::Local)
+                    .await
+            }
         }
     }
 
@@ -399,8 +403,12 @@ impl Engine {
     /// # Errors
     /// When the run is already live here or cannot be rebuilt.
     pub async fn take_over(&self, run_id: &str, epoch: u64) -> Result<RunHandle, SubmitError> {
-        self.start_run(run_id.to_owned(), RunMode::Takeover { epoch })
-            .await
+        self.start_run(
+            run_id.to_owned(),
+            RunMode::Takeover { epoch },
+            Durability::Replicated,
+        )
+        .await
     }
 
     /// Stops the live run `run_id` if it runs here at an epoch below
@@ -493,10 +501,18 @@ impl Engine {
         let _ = self.supervisor.stop_and_wait(None, None).await;
     }
 
-    async fn start_run(&self, run_id: String, mode: RunMode) -> Result<RunHandle, SubmitError> {
+    /// Starts a supervised run actor. Invocations are not started here:
+    /// [`Engine::invoke`] spawns them linked, outside the supervisor's map.
+    async fn start_run(
+        &self,
+        run_id: String,
+        mode: RunMode,
+        durability: Durability,
+    ) -> Result<RunHandle, SubmitError> {
         ractor::call!(self.supervisor, |reply| SupervisorMsg::Start {
             run_id,
             mode,
+            durability,
             reply
         })
         .map_err(|e| SubmitError::Spawn(e.to_string()))?
@@ -562,12 +578,14 @@ impl RunHandle {
 /// Messages of [`EngineSupervisor`].
 #[derive(Debug)]
 pub enum SupervisorMsg {
-    /// Spawn a run actor.
+    /// Spawn a run actor (never an invocation: see [`Engine::invoke`]).
     Start {
         /// Run id.
         run_id: String,
-        /// Fresh or resumed.
+        /// Fresh, resumed or taken over.
         mode: RunMode,
+        /// How the run is journaled (decides how a crash is handled).
+        durability: Durability,
         /// The new run's handle.
         reply: RpcReplyPort<Result<RunHandle, String>>,
     },
@@ -649,14 +667,9 @@ impl Actor for EngineSupervisor {
             SupervisorMsg::Start {
                 run_id,
                 mode,
+                durability,
                 reply,
             } => {
-                let durability = match &mode {
-                    RunMode::Fresh { workflow, .. } => workflow.durability,
-                    RunMode::Invocation { .. } => Durability::None,
-                    RunMode::Resume => Durability::Local,
-                    RunMode::Takeover { .. } => Durability::Replicated,
-                };
                 let (tx, rx) = watch::channel(None);
                 let result = state
                     .spawn(&myself, run_id.clone(), mode, tx.clone(), durability, 0)
