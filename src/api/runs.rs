@@ -184,7 +184,7 @@ pub(crate) async fn list(
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text().to_lowercase()))?;
     let wanted = match query.status.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(parse_status(s).ok_or_else(|| {
+        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "unknown status \"{s}\"; expected running, succeeded, failed or cancelled"
             ))
@@ -198,17 +198,6 @@ pub(crate) async fn list(
         runs.retain(|r| r.status == status);
     }
     Ok(Json(runs).into_response())
-}
-
-fn parse_status(s: &str) -> Option<RunStatus> {
-    [
-        RunStatus::Running,
-        RunStatus::Succeeded,
-        RunStatus::Failed,
-        RunStatus::Cancelled,
-    ]
-    .into_iter()
-    .find(|status| status.as_str() == s)
 }
 
 /// `GET /api/v1/runs/{id}`: what is known about a run.
@@ -303,8 +292,8 @@ mod tests {
 
     #[test]
     fn statuses_parse() {
-        assert_eq!(parse_status("running"), Some(RunStatus::Running));
-        assert_eq!(parse_status("cancelled"), Some(RunStatus::Cancelled));
-        assert_eq!(parse_status("done"), None);
+        assert_eq!(RunStatus::parse("running"), Some(RunStatus::Running));
+        assert_eq!(RunStatus::parse("cancelled"), Some(RunStatus::Cancelled));
+        assert_eq!(RunStatus::parse("done"), None);
     }
 }

@@ -46,6 +46,18 @@ impl RunStatus {
             RunStatus::Cancelled => "cancelled",
         }
     }
+
+    /// The status whose [`RunStatus::as_str`] is `word`.
+    pub fn parse(word: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == word)
+    }
 }
 
 impl fmt::Display for RunStatus {

@@ -323,6 +323,15 @@ impl Checker<'_, '_> {
 /// once per link not yet resolved).
 pub(crate) const MAX_EXTENDS: usize = 32;
 
+/// Reports an `extends` chain longer than [`MAX_EXTENDS`] at `pos`.
+fn too_long(report: &mut Report, pos: Pos) {
+    report.error_hint(
+        pos,
+        format!("extends chains more than {MAX_EXTENDS} templates"),
+        Some("extend several templates at once instead: extends: [a, b]".into()),
+    );
+}
+
 /// The templates available to a workflow, resolved on demand.
 pub(crate) struct Templates {
     defs: HashMap<String, Partial>,
@@ -420,11 +429,7 @@ impl Templates {
             return done.clone();
         }
         if stack.len() >= MAX_EXTENDS {
-            report.error_hint(
-                entry.pos,
-                format!("extends chains more than {MAX_EXTENDS} templates"),
-                Some("extend several templates at once instead: extends: [a, b]".into()),
-            );
+            too_long(report, entry.pos);
             // Refused, and with it every template that extends it.
             self.resolved.insert(name.clone(), None);
             return None;
@@ -455,11 +460,7 @@ impl Templates {
             return None;
         }
         if let Some((_, pos)) = longest.filter(|_| chain > MAX_EXTENDS) {
-            report.error_hint(
-                pos,
-                format!("extends chains more than {MAX_EXTENDS} templates"),
-                Some("extend several templates at once instead: extends: [a, b]".into()),
-            );
+            too_long(report, pos);
             self.resolved.insert(name.clone(), None);
             return None;
         }

@@ -9,18 +9,7 @@ use crate::store::{RunStatus, RunSummary};
 use crate::value::Value;
 
 pub(super) fn run_status(info: &Json) -> Option<RunStatus> {
-    parse_run_status(info.get("status")?.as_str()?)
-}
-
-pub(super) fn parse_run_status(s: &str) -> Option<RunStatus> {
-    [
-        RunStatus::Running,
-        RunStatus::Succeeded,
-        RunStatus::Failed,
-        RunStatus::Cancelled,
-    ]
-    .into_iter()
-    .find(|status| status.as_str() == s)
+    RunStatus::parse(info.get("status")?.as_str()?)
 }
 
 pub(super) fn parse_task_status(s: &str) -> Option<TaskStatus> {
@@ -148,7 +137,7 @@ pub(super) fn summaries_of(list: &Json) -> Result<Vec<RunSummary>, ClientError> 
             status: r
                 .get("status")
                 .and_then(Json::as_str)
-                .and_then(parse_run_status)
+                .and_then(RunStatus::parse)
                 .ok_or_else(bad)?,
             created_ms: n("created_ms"),
             updated_ms: n("updated_ms"),
